@@ -1,0 +1,1 @@
+"""Evaluation: pure metric functions (:mod:`featmatch.eval.metrics`) and benchmarks."""
