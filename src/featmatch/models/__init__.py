@@ -1,0 +1,1 @@
+"""featmatch models; each module registers its models with :mod:`featmatch.registry`."""

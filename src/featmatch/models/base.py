@@ -1,0 +1,189 @@
+"""Base classes shared by every model: the front doors ``extract`` and ``match``.
+
+* :class:`Extractor` (sparse methods: XFeat, ALIKED, SIFT, ...) turns images into
+  :class:`~featmatch.types.Features` and matches them with its configured matcher.
+* :class:`DenseMatcher` (XFeat*, LoFTR, DRC-Net) turns an image pair into
+  :class:`~featmatch.types.Matches` directly.
+
+Both accept anything :func:`featmatch.image.to_tensor` accepts, resize as configured
+(``resize``: long side; ``max_pixels``: downscale huge images with a warning) and return
+points in the caller's pixels. Subclasses implement ``_extract`` / ``_match`` on
+``(B, C, H, W)`` float tensors and return points in that tensor's pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..errors import UsageError, WeightsError
+from ..image import ImageLike, fit_size, resize_image, scale_points, to_tensor
+from ..types import Features, Matches
+
+log = logging.getLogger(__name__)
+
+
+def _remap_error(missing, unexpected, source: str) -> WeightsError:
+    parts = []
+    if missing:
+        parts.append(f"missing keys {list(missing)[:3]}{'...' if len(missing) > 3 else ''}")
+    if unexpected:
+        parts.append(f"unexpected keys {list(unexpected)[:3]}{'...' if len(unexpected) > 3 else ''}")
+    return WeightsError(f"weights {source} do not fit this model: {'; '.join(parts)}")
+
+
+class Model(nn.Module):
+    """Common base: config, card, device handling and strict weight loading."""
+
+    card: Any = None
+    weights_path: Optional[str] = None
+    #: images smaller than this (either side, after resizing) give an empty result
+    min_image_side: int = 1
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def remap_state_dict(self, state: dict) -> dict:
+        """Rename official checkpoint keys to this module's names (identity by default)."""
+        return state
+
+    def load_weights(self, state: dict, source: str = "state dict") -> None:
+        """Remap then load strictly; raise a one-line :class:`WeightsError` on mismatch."""
+        state = self.remap_state_dict(dict(state))
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise _remap_error(missing, unexpected, source)
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise WeightsError(f"weights {source}: '{k}' has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
+        self.load_state_dict(state, strict=True)
+
+    # -- input handling -------------------------------------------------------------
+    def _prepare(self, image: ImageLike, name: str) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int]]:
+        """Tensor on the model's device, resized per config; returns the tensor, the
+        ``(sx, sy)`` factors back to the caller's pixels and the original ``(W, H)``."""
+        x = to_tensor(image, name=name, device=self.device)
+        h, w = x.shape[-2:]
+        long_side = getattr(self.config, "resize", None)
+        max_pixels = getattr(self.config, "max_pixels", None)
+        th, tw = fit_size(h, w, long_side=long_side, max_pixels=None)
+        if max_pixels and th * tw > max_pixels:
+            th, tw = fit_size(th, tw, max_pixels=max_pixels)
+            log.warning("%s: %dx%d image has more than %d pixels; downscaled to %dx%d "
+                        "(set max_pixels to change this)", name, w, h, max_pixels, tw, th)
+        if (th, tw) != (h, w):
+            x = resize_image(x, (th, tw), antialias=th < h)
+        return x, (w / tw, h / th), (int(w), int(h))
+
+    def _too_small(self, x: torch.Tensor) -> bool:
+        return min(x.shape[-2:]) < self.min_image_side
+
+
+class Extractor(Model):
+    """Sparse local features: ``extract(image) -> Features``; ``match`` via a matcher."""
+
+    matcher: Any = None
+
+    def _extract(self, x: torch.Tensor) -> Features:
+        """Shape: x ``(B, C, H, W)`` -> batched Features in x's pixels."""
+        raise NotImplementedError
+
+    def _empty_features(self, b: int, size_wh: tuple[int, int]) -> Features:
+        dim = getattr(self, "descriptor_dim", 0)
+        dev = self.device
+        return Features(torch.zeros(b, 0, 2, device=dev), torch.zeros(b, 0, device=dev),
+                        torch.zeros(b, 0, dim, device=dev), torch.tensor([list(size_wh)] * b),
+                        torch.zeros(b, 0, dtype=torch.bool, device=dev))
+
+    @torch.inference_mode()
+    def extract(self, image: ImageLike) -> Features:
+        """Detect and describe keypoints.
+
+        Args:
+            image: path, numpy ``(H, W[, 3])`` or tensor ``([B, C,] H, W)``.
+
+        Returns:
+            :class:`Features` in the caller's pixels; unbatched for a single image, padded
+            with a mask for a batch (``B > 1``).
+        """
+        x, scale, size = self._prepare(image, "image")
+        b = x.shape[0]
+        if self._too_small(x):
+            log.warning("image of %dx%d px is too small for %s (min side %d); no keypoints",
+                        size[0], size[1], type(self).__name__, self.min_image_side)
+            feats = self._empty_features(b, size)
+        else:
+            feats = self._extract(x)
+            kp = scale_points(feats.keypoints, scale) if scale != (1.0, 1.0) else feats.keypoints
+            extra = {}
+            if feats.scales is not None and scale != (1.0, 1.0):
+                extra["scales"] = feats.scales * (scale[0] * scale[1]) ** 0.5
+            feats = Features(kp, feats.keypoint_scores, feats.descriptors,
+                             torch.tensor([list(size)] * b), feats.mask,
+                             extra.get("scales", feats.scales), feats.orientations)
+        return feats[0] if b == 1 else feats
+
+    def match_features(self, features0: Features, features1: Features) -> Matches:
+        """Match two unbatched :class:`Features` with this model's matcher."""
+        if self.matcher is None:
+            raise UsageError(f"{type(self).__name__} has no matcher configured")
+        return self.matcher(features0, features1)
+
+    def match(self, image0: ImageLike, image1: ImageLike) -> Matches:
+        """Extract features from both images and match them.
+
+        Returns:
+            :class:`Matches` with ``points0/points1 (K, 2)``, ``scores (K,)``,
+            ``indices0/indices1`` into the features, which are attached as
+            ``features0/features1``.
+        """
+        f0 = self.extract(image0)
+        f1 = self.extract(image1)
+        if f0.is_batched or f1.is_batched:
+            raise UsageError("match() takes one image per side; loop over a batch or use extract() + match_features()")
+        return self.match_features(f0, f1)
+
+
+class DenseMatcher(Model):
+    """Detector-free / semi-dense matchers: ``match(image0, image1) -> Matches``."""
+
+    def _match(self, x0: torch.Tensor, x1: torch.Tensor) -> list[Matches]:
+        """Shape: x0, x1 ``(B, C, H, W)``; returns B unbatched Matches in their pixels."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def match(self, image0: ImageLike, image1: ImageLike):
+        """Match an image pair (or a batch of pairs).
+
+        Returns:
+            :class:`Matches` in the caller's pixels (a list of them for ``B > 1``).
+        """
+        x0, s0, _ = self._prepare(image0, "image0")
+        x1, s1, _ = self._prepare(image1, "image1")
+        if x0.shape[0] != x1.shape[0]:
+            raise UsageError(f"image0 and image1 batches differ: {x0.shape[0]} vs {x1.shape[0]}")
+        if self._too_small(x0) or self._too_small(x1):
+            log.warning("image too small for %s (min side %d); no matches", type(self).__name__, self.min_image_side)
+            out = [Matches.empty(self.device) for _ in range(x0.shape[0])]
+        else:
+            out = self._match(x0, x1)
+        res = []
+        for m in out:
+            p0 = scale_points(m.points0, s0) if s0 != (1.0, 1.0) else m.points0
+            p1 = scale_points(m.points1, s1) if s1 != (1.0, 1.0) else m.points1
+            res.append(Matches(p0, p1, m.scores, m.indices0, m.indices1))
+        return res[0] if len(res) == 1 else res
