@@ -317,34 +317,40 @@ class XFeatStar(DenseMatcher):
         parts = [self._dense(x, s, int(c.top_k * share)) for s, share in zip(c.scales, c.scale_shares)]
         return tuple(torch.cat([p[i] for p in parts], 1) for i in range(3))
 
-    def refine(self, f0: torch.Tensor, f1: torch.Tensor):
-        """Offsets (in refinement units) and confidences for matched coarse features.
+    def _expected_offsets(self, f0: torch.Tensor, f1: torch.Tensor):
+        """Expected (x, y) offset class and confidence of the 8x8 offset classifier.
 
-        Shape: f0, f1 ``(K, 64)`` -> offsets ``(K, 2)``, confidence ``(K,)``.
-        """
-        t = self.config.refine_temperature
-        selfref = self.config.refine_decoder == "self-referenced" and not self.config.official_compat
-        inp = torch.cat([f0, f1], dim=-1)
-        if selfref:  # also ask where f0 lies relative to itself: the per-match zero point
-            inp = torch.cat([inp, torch.cat([f0, f0], dim=-1)], 0)
-        prob = F.softmax(self.net.refiner(inp) * t, dim=-1)
+        Shape: f0, f1 ``(K, 64)`` -> ``(K, 2)`` classes in [0, 7], ``(K,)`` confidence."""
+        prob = F.softmax(self.net.refiner(torch.cat([f0, f1], dim=-1)) * self.config.refine_temperature, dim=-1)
         p = prob.view(-1, 8, 8)
         ar = torch.arange(8, device=f0.device, dtype=prob.dtype)
-        ex = (p.sum(1) * ar).sum(-1)
-        ey = (p.sum(2) * ar).sum(-1)
-        conf = prob[: f0.shape[0]].max(dim=-1).values
-        if selfref:
-            k = f0.shape[0]
-            dx = _invert_response(ex, REFINE_RESPONSE[0], REFINE_DISPLACEMENTS)
-            dy = _invert_response(ey, REFINE_RESPONSE[1], REFINE_DISPLACEMENTS)
-            return torch.stack([dx[:k] - dx[k:], dy[:k] - dy[k:]], -1), conf
-        if self.config.official_compat:
-            return torch.stack([ex, ey], -1) - 4.0, conf
-        if self.config.refine_decoder == "centered":
-            return torch.stack([ex, ey], -1) - 3.0, conf
-        dx = _invert_response(ex, REFINE_RESPONSE[0], REFINE_DISPLACEMENTS)
-        dy = _invert_response(ey, REFINE_RESPONSE[1], REFINE_DISPLACEMENTS)
-        return torch.stack([dx, dy], -1), conf
+        expected = torch.stack([(p.sum(1) * ar).sum(-1), (p.sum(2) * ar).sum(-1)], -1)
+        return expected, prob.max(dim=-1).values
+
+    def _decode(self, expected: torch.Tensor) -> torch.Tensor:
+        """Offset classes -> displacement in refinement units (pixels of the scaled image)."""
+        c = self.config
+        if c.official_compat:
+            return expected - 4.0
+        if c.refine_decoder == "centered":
+            return expected - 3.0
+        return torch.stack([_invert_response(expected[:, 0], REFINE_RESPONSE[0], REFINE_DISPLACEMENTS),
+                            _invert_response(expected[:, 1], REFINE_RESPONSE[1], REFINE_DISPLACEMENTS)], -1)
+
+    def refine(self, f0: torch.Tensor, f1: torch.Tensor):
+        """Displacements (refinement units) and confidences for matched coarse features;
+        only matches above ``fine_conf`` are kept.
+
+        Shape: f0, f1 ``(K, 64)`` -> ``keep (K,)`` bool, offsets ``(K', 2)``, conf ``(K',)``.
+        """
+        expected, conf = self._expected_offsets(f0, f1)
+        keep = conf > self.config.fine_conf
+        off = self._decode(expected[keep])
+        if self.config.refine_decoder == "self-referenced" and not self.config.official_compat and keep.any():
+            f0k = f0[keep]
+            zero, _ = self._expected_offsets(f0k, f0k)  # the feature paired with itself
+            off = off - self._decode(zero)
+        return keep, off, conf[keep]
 
     def _match(self, x0: torch.Tensor, x1: torch.Tensor) -> list[Matches]:
         p0, st0, d0 = self.describe(x0)
@@ -357,10 +363,9 @@ class XFeatStar(DenseMatcher):
             if idx0.numel() == 0:
                 out.append(Matches.empty(x0.device))
                 continue
-            off, conf = self.refine(d0[b, idx0], d1[b, idx1])
-            pts0 = p0[b, idx0] + off * st0[b, idx0]
-            keep = conf > self.config.fine_conf
-            out.append(Matches(pts0[keep], p1[b, idx1][keep], conf[keep]))
+            keep, off, conf = self.refine(d0[b, idx0], d1[b, idx1])
+            idx0, idx1 = idx0[keep], idx1[keep]
+            out.append(Matches(p0[b, idx0] + off * st0[b, idx0], p1[b, idx1], conf))
         return out
 
 

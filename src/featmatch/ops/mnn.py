@@ -34,6 +34,45 @@ def _to_distance(sim: torch.Tensor, metric: str, is_binary: bool) -> torch.Tenso
     return (2 - 2 * sim).clamp_min(0).sqrt()  # L2 distance of unit vectors
 
 
+#: rows of the similarity matrix computed at once; keeps each block in cache so the
+#: column-wise maximum costs no extra pass over a large matrix
+CHUNK_ROWS = 256
+
+
+def _masked_similarity(d0, d1, metric, mask0, mask1) -> torch.Tensor:
+    sim = _similarity(d0, d1, metric)
+    neg = torch.finfo(sim.dtype).min
+    if mask0 is not None:
+        sim = sim.masked_fill(~mask0[:, :, None], neg)
+    if mask1 is not None:
+        sim = sim.masked_fill(~mask1[:, None, :], neg)
+    return sim
+
+
+def _nearest_both_ways(d0, d1, metric, mask0, mask1):
+    """Best similarity and index 0->1 and the index 1->0, computing the similarity matrix
+    in row blocks (same result as the full matrix, first index on ties)."""
+    b, n, m = d0.shape[0], d0.shape[1], d1.shape[1]
+    best01 = torch.empty(b, n, device=d0.device)
+    nn01 = torch.empty(b, n, dtype=torch.long, device=d0.device)
+    colmax = None
+    colarg = torch.zeros(b, m, dtype=torch.long, device=d0.device)
+    for i in range(0, n, CHUNK_ROWS):
+        sl = slice(i, min(i + CHUNK_ROWS, n))
+        blk = _masked_similarity(d0[:, sl], d1, metric, None if mask0 is None else mask0[:, sl], mask1)
+        v, idx = blk.max(dim=2)
+        best01[:, sl] = v
+        nn01[:, sl] = idx
+        cv, ci = blk.max(dim=1)
+        if colmax is None:
+            colmax, colarg = cv, ci
+        else:
+            upd = cv > colmax
+            colmax = torch.where(upd, cv, colmax)
+            colarg = torch.where(upd, ci + i, colarg)
+    return best01, nn01, colarg
+
+
 def mutual_nn_batched(d0: torch.Tensor, d1: torch.Tensor, *, mask0: Optional[torch.Tensor] = None,
                       mask1: Optional[torch.Tensor] = None, metric: str = "cosine",
                       min_score: Optional[float] = None, max_distance: Optional[float] = None,
@@ -63,16 +102,15 @@ def mutual_nn_batched(d0: torch.Tensor, d1: torch.Tensor, *, mask0: Optional[tor
     if n == 0 or m == 0:
         return matches0, scores0
     is_binary = d0.dtype == torch.uint8
-    sim = _similarity(d0, d1, metric)
-    neg = torch.finfo(sim.dtype).min
-    if mask0 is not None:
-        sim = sim.masked_fill(~mask0[:, :, None], neg)
-    if mask1 is not None:
-        sim = sim.masked_fill(~mask1[:, None, :], neg)
-    best01, nn01 = sim.max(dim=2)  # (B, N)
+    sim = None
+    if ratio is None:
+        best01, nn01, nn10 = _nearest_both_ways(d0, d1, metric, mask0, mask1)
+    else:
+        sim = _masked_similarity(d0, d1, metric, mask0, mask1)
+        best01, nn01 = sim.max(dim=2)  # (B, N)
+        nn10 = sim.max(dim=1).indices  # (B, M)
     valid = torch.ones_like(nn01, dtype=torch.bool)
     if mutual:
-        nn10 = sim.max(dim=1).indices  # (B, M)
         valid &= torch.gather(nn10, 1, nn01) == torch.arange(n, device=dev)[None]
     if mask0 is not None:
         valid &= mask0
@@ -86,6 +124,7 @@ def mutual_nn_batched(d0: torch.Tensor, d1: torch.Tensor, *, mask0: Optional[tor
         if m < 2 or n < 2:
             valid &= False
         else:
+            assert sim is not None
             dist = _to_distance(sim, metric, is_binary)
             top0 = dist.topk(2, dim=2, largest=False).values
             top1 = dist.topk(2, dim=1, largest=False).values  # (B, 2, M)
