@@ -260,5 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m featmatch.cli`: run the canonical module, where
+    from featmatch.cli import main as _main  # plugins register their commands
+
+    sys.exit(_main())

@@ -266,7 +266,9 @@ class XFeatStarConfig:
     #   (REFINE_RESPONSE) and subtracts, per match, its answer for the image-0 feature paired
     #   with itself (the per-feature zero point); costs a second MLP pass over the matches;
     # "calibrated" inverts the response curve only;
-    # "centered" uses expectation - 3, the class the MLP predicts for zero displacement.
+    # "centered" uses expectation - 3, the class the MLP predicts for zero displacement;
+    # "pixel" uses expectation - 3.5: the label convention of featmatch's own training
+    #   (class = pixel of the 8x8 cell holding the other image's cell centre).
     refine_decoder: str = "self-referenced"
 
 
@@ -277,8 +279,8 @@ class XFeatStar(DenseMatcher):
 
     def __init__(self, config: XFeatStarConfig = XFeatStarConfig()):
         super().__init__(config)
-        if config.refine_decoder not in ("calibrated", "centered", "self-referenced"):
-            raise UsageError(f"refine_decoder must be 'calibrated', 'self-referenced' or 'centered', got '{config.refine_decoder}'")
+        if config.refine_decoder not in ("self-referenced", "calibrated", "centered", "pixel"):
+            raise UsageError(f"refine_decoder must be self-referenced, calibrated, centered or pixel; got '{config.refine_decoder}'")
         self.net = XFeatNet()
 
     remap_state_dict = XFeat.remap_state_dict
@@ -334,6 +336,8 @@ class XFeatStar(DenseMatcher):
             return expected - 4.0
         if c.refine_decoder == "centered":
             return expected - 3.0
+        if c.refine_decoder == "pixel":
+            return expected - 3.5
         return torch.stack([_invert_response(expected[:, 0], REFINE_RESPONSE[0], REFINE_DISPLACEMENTS),
                             _invert_response(expected[:, 1], REFINE_RESPONSE[1], REFINE_DISPLACEMENTS)], -1)
 

@@ -1,0 +1,160 @@
+"""Synthetic homography pairs from any folder of images.
+
+Every sample is a pure function of ``(seed, index)``: the same index always gives the same
+pair, whatever the worker, the order or a resumed run. Image 0 is a random crop of a photo;
+image 1 is the photo warped by ``H_0to1 @ crop``; both get independent photometric
+augmentation. Ground truth: ``H_0to1`` (dense correspondences ``x1 ~ H x0``) and a
+validity mask of image 1 (pixels whose content came from inside the photo).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import FeatmatchError, UsageError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Geometric and photometric augmentation of synthetic pairs."""
+
+    size: tuple[int, int] = (320, 256)  # (W, H) of both images
+    seed: int = 0  # every sample is a function of (seed, index)
+    max_rotation_deg: float = 25.0  # in-plane rotation range (+/-)
+    scale_range: tuple[float, float] = (0.75, 1.3)  # isotropic scale of image 1 w.r.t. image 0
+    max_translation: float = 0.12  # translation, fraction of the image size (+/-)
+    perspective: float = 0.12  # corner jitter, fraction of the image size (+/-)
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # crop side relative to the photo's short side
+    brightness: float = 0.2  # additive, +/-
+    contrast: float = 0.3  # multiplicative around the mean, 1 +/- this
+    gamma: tuple[float, float] = (0.75, 1.35)
+    noise_std: float = 0.02  # max std of Gaussian noise (uniform in [0, this])
+    blur_prob: float = 0.25  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float] = (0.4, 1.5)
+    length: int = 1_000_000  # nominal dataset length (indices are unbounded in practice)
+
+
+def list_images(folder: Union[str, Path]) -> list[Path]:
+    """Image files directly inside ``folder`` (sorted); raises a clear error if none."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise FeatmatchError(f"image folder not found: {p}")
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    if not files:
+        raise FeatmatchError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
+    return files
+
+
+def random_homography(rng: np.random.Generator, size_wh: tuple[int, int], cfg: SyntheticConfig) -> np.ndarray:
+    """A random ``H_0to1`` about the image centre: rotation, scale, translation, perspective.
+
+    Shape: returns ``(3, 3)`` float64 with ``H[2, 2] = 1``.
+    """
+    w, h = size_wh
+    c = np.array([[1, 0, -(w - 1) / 2], [0, 1, -(h - 1) / 2], [0, 0, 1]])
+    a = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
+    s = math.exp(rng.uniform(math.log(cfg.scale_range[0]), math.log(cfg.scale_range[1])))
+    rs = np.array([[s * math.cos(a), -s * math.sin(a), 0], [s * math.sin(a), s * math.cos(a), 0], [0, 0, 1]])
+    t = rng.uniform(-cfg.max_translation, cfg.max_translation, 2) * [w, h]
+    tr = np.array([[1, 0, t[0]], [0, 1, t[1]], [0, 0, 1]])
+    H = np.linalg.inv(c) @ tr @ rs @ c
+    if cfg.perspective > 0:
+        import cv2
+
+        src = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+        dst = src + rng.uniform(-cfg.perspective, cfg.perspective, (4, 2)).astype(np.float32) * [w, h]
+        P = cv2.getPerspectiveTransform(src, dst.astype(np.float32)).astype(np.float64)
+        H = P @ H
+    return H / H[2, 2]
+
+
+def _photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+    import cv2
+
+    x = img.astype(np.float32) / 255.0
+    x = (x - x.mean()) * (1 + rng.uniform(-cfg.contrast, cfg.contrast)) + x.mean()
+    x = x + rng.uniform(-cfg.brightness, cfg.brightness)
+    x = np.clip(x, 0, 1) ** rng.uniform(*cfg.gamma)
+    if rng.uniform() < cfg.blur_prob:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(*cfg.blur_sigma))
+    if cfg.noise_std > 0:
+        x = x + rng.normal(0, rng.uniform(0, cfg.noise_std), x.shape).astype(np.float32)
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+class SyntheticPairs(Dataset):
+    """Pairs of warped crops of the images in ``folder``.
+
+    Item ``i`` is a dict of tensors:
+        image0, image1: ``(3, H, W)`` float in [0, 1];
+        H_0to1: ``(3, 3)`` float32, ``x1 ~ H_0to1 x0`` in pixels;
+        valid1: ``(H, W)`` bool, image-1 pixels with real content;
+        index: the sample index.
+    """
+
+    def __init__(self, folder: Union[str, Path, list], config: SyntheticConfig = SyntheticConfig(),
+                 cache_size: int = 64):
+        self.files = list(folder) if isinstance(folder, (list, tuple)) else list_images(folder)
+        if not self.files:
+            raise UsageError("SyntheticPairs needs at least one image")
+        self.config = config
+        self._cache: dict = {}
+        self._cache_size = cache_size
+
+    def __len__(self) -> int:
+        return self.config.length
+
+    def _photo(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            from ..image import read_image
+
+            img = read_image(self.files[i])
+            if img.dtype != np.uint8:
+                img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+            if img.ndim == 2:
+                img = np.repeat(img[..., None], 3, 2)
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[i] = img
+        return self._cache[i]
+
+    def __getitem__(self, index: int) -> dict:
+        import cv2
+
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, int(index)])
+        photo = self._photo(int(rng.integers(len(self.files))))
+        ph, pw = photo.shape[:2]
+        w, h = cfg.size
+        # crop: a window of the photo with the output aspect ratio, mapped to (w, h)
+        side = min(pw / w, ph / h) * rng.uniform(*cfg.crop_scale)
+        cw, ch = w * side, h * side
+        x0 = rng.uniform(0, max(pw - cw, 0))
+        y0 = rng.uniform(0, max(ph - ch, 0))
+        s = 1.0 / side
+        A = np.array([[s, 0, (0.5 - x0) * s - 0.5], [0, s, (0.5 - y0) * s - 0.5], [0, 0, 1.0]])
+        H = random_homography(rng, (w, h), cfg)
+        img0 = cv2.warpPerspective(photo, A, (w, h), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT)
+        M = H @ A
+        img1 = cv2.warpPerspective(photo, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        valid = cv2.warpPerspective(np.ones((ph, pw), np.uint8), M, (w, h), flags=cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_CONSTANT)
+        a = _photometric(img0, rng, cfg)
+        b = _photometric(img1, rng, cfg)
+        return {
+            "image0": torch.from_numpy(a).permute(2, 0, 1).contiguous(),
+            "image1": torch.from_numpy(b).permute(2, 0, 1).contiguous(),
+            "H_0to1": torch.from_numpy(H.astype(np.float32)),
+            "valid1": torch.from_numpy(valid > 0),
+            "index": torch.tensor(int(index)),
+        }

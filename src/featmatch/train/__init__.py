@@ -1,0 +1,1 @@
+"""Training: a generic trainer, losses as pure functions, and one recipe per method."""

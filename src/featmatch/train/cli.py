@@ -1,0 +1,115 @@
+"""``featmatch train METHOD``: command-line front end of the trainer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..cli import register_command
+from ..errors import FeatmatchError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+class MixedPairs(torch.utils.data.Dataset):
+    """Whole batches from depth pairs (share ``depth_share``) or synthetic pairs, chosen by
+    the step (``index // batch_size``) so every batch has one kind of ground truth."""
+
+    def __init__(self, synthetic, depth, batch_size: int, depth_share: float = 0.6, seed: int = 0):
+        self.synthetic, self.depth, self.b, self.share, self.seed = synthetic, depth, batch_size, depth_share, seed
+
+    def __len__(self) -> int:
+        return len(self.synthetic)
+
+    def __getitem__(self, index: int) -> dict:
+        step = index // self.b
+        if (step * 7919 % 100) < self.share * 100:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index // len(self.depth))
+            perm = torch.randperm(len(self.depth), generator=g)
+            return self.depth[int(perm[index % len(self.depth)])]
+        return self.synthetic[index]
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", choices=("xfeat",), help="what to train")
+    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs")
+    p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out at its last step")
+    p.add_argument("--init", choices=("scratch", "official"), default="scratch")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--size", default="320x256", help="training image size WxH (multiples of 32)")
+    p.add_argument("--teacher", default="aliked.t16", help="keypoint teacher: featmatch model name or 'fast'")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must look like 320x256, got '{text}'") from None
+    if w % 32 or h % 32 or w < 64 or h < 64:
+        raise UsageError(f"--size must be multiples of 32 and at least 64x64, got {w}x{h}")
+    return w, h
+
+
+def build_xfeat_run(args: argparse.Namespace):
+    from ..data import SyntheticConfig, SyntheticPairs, list_images
+    from ..data.depth_pairs import DepthPairs
+    from ..models.xfeat import XFeatNet
+    from .recipes.xfeat import XFeatRecipe, XFeatRecipeConfig
+    from .trainer import TrainConfig, Trainer
+
+    size = _parse_size(args.size)
+    files = list_images(args.images)
+    val_files = files[::10] if len(files) >= 10 else files
+    train_files = [f for f in files if f not in val_files] or files
+    train = SyntheticPairs(train_files, SyntheticConfig(size=size, seed=args.seed))
+    val = SyntheticPairs(val_files, SyntheticConfig(size=size, seed=args.seed + 1_000_003))
+    if args.pairs:
+        train = MixedPairs(train, DepthPairs(args.pairs, size=size), args.batch_size, seed=args.seed)
+    torch.manual_seed(args.seed)
+    net = XFeatNet()
+    if args.init == "official" and not args.resume:
+        from .. import hub
+
+        state = hub.read_state_dict(hub.resolve("xfeat"))
+        from ..models.xfeat import remap_official
+
+        net.load_state_dict(remap_official(state), strict=True)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+                      grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
+                      num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed)
+    recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher), val_set=val)
+    meta = {"method": "xfeat", "images": str(Path(args.images).name), "train_images": len(train_files),
+            "val_images": len(val_files), "size": list(size), "init": args.init, "teacher": args.teacher,
+            "pairs": bool(args.pairs)}
+    return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.steps < 1:
+        raise UsageError("--steps must be at least 1")
+    out = Path(args.out)
+    if not args.resume and (out / "last.pt").exists():
+        raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
+    trainer = build_xfeat_run(args)
+    val = trainer.fit(resume=args.resume)
+    print(json.dumps({"step": trainer.step, "val": val, "weights": str(out / "model.pt")}))
+    return 0
+
+
+register_command("train", "train a method (synthetic homography pairs, optional depth pairs)", _add_args, _run)

@@ -1,0 +1,1 @@
+"""Training losses, one module per method; every loss is a pure function."""

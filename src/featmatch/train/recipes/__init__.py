@@ -1,0 +1,1 @@
+"""Training recipes: one module per method (loss on a batch + validation)."""

@@ -1,0 +1,262 @@
+"""A small, reproducible trainer shared by every recipe.
+
+* AdamW, linear warm-up then cosine decay, gradient clipping, optional AMP.
+* Data order is a pure function of the step: sample indices ``step * batch + k`` (times the
+  world size under DDP) go to datasets whose items are functions of their index, so a
+  resumed run sees exactly the data an uninterrupted one would.
+* Checkpoints (model, optimizer, scheduler, step, RNG states) are written atomically to
+  ``RUN/last.pt``; ``resume=True`` continues at the same step. A corrupt checkpoint stops
+  the run with a one-line error and is left untouched.
+* Logs: one JSON object per line in ``RUN/log.jsonl``; a tqdm progress bar on a terminal.
+* Multi-GPU: launch with ``torchrun``; the trainer joins the process group and wraps the
+  model in ``DistributedDataParallel`` (rank 0 writes logs and checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import FeatmatchError
+from ..io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping options of :class:`Trainer`."""
+
+    steps: int = 1000  # optimisation steps
+    batch_size: int = 4  # pairs per step (per process)
+    lr: float = 3e-4  # peak learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    warmup_steps: int = 100  # linear warm-up length
+    min_lr_ratio: float = 0.05  # cosine decays to lr * this
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    amp: bool = False  # mixed precision (float16 on CUDA, bfloat16 on CPU)
+    val_every: int = 500  # validation period in steps (0 = only at the end)
+    ckpt_every: int = 250  # checkpoint period in steps
+    log_every: int = 10  # log period in steps
+    num_workers: int = 0  # DataLoader workers
+    seed: int = 0  # torch / numpy / python seed (data has its own seed)
+    device: Optional[str] = None  # default: cuda if available (rank-local), else cpu
+
+
+class Recipe(Protocol):
+    name: str
+
+    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]: ...
+
+    def validate(self, model: torch.nn.Module) -> dict: ...
+
+
+class StepSampler(Sampler):
+    """Indices ``start, start + 1, ...`` (the k-th sample of step s is ``s * B + k``)."""
+
+    def __init__(self, start: int, count: int, stride: int = 1, offset: int = 0, batch_size: int = 1):
+        self.start, self.count, self.stride, self.offset, self.batch_size = start, count, stride, offset, batch_size
+
+    def __iter__(self):
+        b = self.batch_size
+        for i in range(self.count):
+            step, k = divmod(self.start + i, b)
+            yield (step * self.stride + self.offset) * b + k
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Warm-up then cosine decay multiplier of the peak learning rate at ``step``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                     int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": list(random.getstate()[1]), "python_pos": int(random.getstate()[2] or 0)}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    random.setstate((3, tuple(s["python"]), None))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a trainer checkpoint; a one-line :class:`FeatmatchError` if it is corrupt."""
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise FeatmatchError(f"checkpoint {path} is corrupt or unreadable ({first}); it was left as it is: "
+                             "restore it, or start a new run in another folder") from None
+    if not isinstance(ck, dict) or not {"model", "optimizer", "step"} <= set(ck):
+        raise FeatmatchError(f"checkpoint {path} is not a featmatch training checkpoint; it was left as it is")
+    return ck
+
+
+class Trainer:
+    """Train ``model`` with ``recipe.loss`` on ``dataset`` into the folder ``out_dir``."""
+
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, dataset: Dataset, out_dir: os.PathLike,
+                 config: TrainConfig = TrainConfig(), extra_state: Optional[dict] = None):
+        self.cfg = config
+        self.recipe = recipe
+        self.dataset = dataset
+        self.out = Path(out_dir)
+        self.extra_state = extra_state or {}
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        if config.device:
+            self.device = torch.device(config.device)
+        elif torch.cuda.is_available():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        else:
+            self.device = torch.device("cpu")
+        self.model = model.to(self.device)
+        self.train_model: torch.nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, config))
+        amp_cuda = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
+        self.step = 0
+
+    # -- persistence -----------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "last.pt"
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                 "step": self.step, "rng": _rng_state(), "config": dataclasses.asdict(self.cfg),
+                 "recipe": self.recipe.name, "extra": self.extra_state}
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(state, tmp)
+        with atomic_path(self.out / "model.pt") as tmp:  # weights only, for featmatch.load(weights=...)
+            torch.save(self.model.state_dict(), tmp)
+
+    def restore(self) -> None:
+        ck = load_checkpoint(self.ckpt_path)
+        if ck.get("recipe") != self.recipe.name:
+            raise FeatmatchError(f"checkpoint {self.ckpt_path} belongs to recipe '{ck.get('recipe')}', not '{self.recipe.name}'")
+        self.model.load_state_dict(ck["model"], strict=True)
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        if "scaler" in ck:
+            self.scaler.load_state_dict(ck["scaler"])
+        self.step = int(ck["step"])
+        _set_rng_state(ck["rng"])
+
+    def _log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- main loop ---------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        """Run until ``config.steps``; returns the last validation metrics."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.ckpt_path.exists():
+                raise FeatmatchError(f"--resume: no checkpoint at {self.ckpt_path}")
+            self.restore()
+            log.info("resumed at step %d", self.step)
+        else:
+            if self.ckpt_path.exists():
+                raise FeatmatchError(f"{self.out} already holds a run (last.pt); pass --resume or choose another folder")
+            torch.manual_seed(cfg.seed)
+            np.random.seed(cfg.seed)
+            random.seed(cfg.seed)
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+        remaining = cfg.steps - self.step
+        if remaining <= 0:
+            return {}
+        sampler = StepSampler(self.step * cfg.batch_size, remaining * cfg.batch_size, stride=self.world,
+                              offset=self.rank, batch_size=cfg.batch_size)
+        loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                            persistent_workers=False, drop_last=True)
+        bar = None
+        if self.rank == 0:
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.recipe.name}", disable=None,
+                           mininterval=2.0, dynamic_ncols=True)
+            except ImportError:
+                bar = None
+        self.train_model.train()
+        val: dict = {}
+        t_last = time.perf_counter()
+        amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        for batch in loader:
+            batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=cfg.amp):
+                loss, logs = self.recipe.loss(self.train_model, batch)
+            self.opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                raise FeatmatchError(f"loss became {loss.item()} at step {self.step}; lower the learning rate (--lr) or enable --grad-clip")
+            self.scaler.scale(loss).backward()
+            gnorm = None
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.opt)
+                gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                now = time.perf_counter()
+                rec = {"step": self.step, "loss": float(loss.detach()), "lr": self.sched.get_last_lr()[0],
+                       "sec_per_step": (now - t_last) / cfg.log_every, **{k: float(v) for k, v in logs.items()}}
+                if gnorm is not None:
+                    rec["grad_norm"] = gnorm
+                t_last = now
+                self._log(rec)
+            if (cfg.val_every and self.step % cfg.val_every == 0) or self.step == cfg.steps:
+                if self.rank == 0:
+                    self.model.eval()
+                    with torch.no_grad():
+                        val = self.recipe.validate(self.model)
+                    self.model.train()
+                    self._log({"step": self.step, "val": val})
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+        return val

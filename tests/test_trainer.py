@@ -1,0 +1,105 @@
+"""The trainer on tiny data: the loss goes down, resume is bit-identical, corrupt
+checkpoints are reported and left alone, and the CLI works end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+import torch
+
+from featmatch.data import SyntheticConfig, SyntheticPairs
+from featmatch.errors import FeatmatchError
+from featmatch.models.xfeat import XFeatNet
+from featmatch.train.recipes.xfeat import XFeatRecipe, XFeatRecipeConfig, coarse_correspondences_h
+from featmatch.train.trainer import TrainConfig, Trainer
+
+from conftest import textured
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(2):
+        cv2.imwrite(str(d / f"p{i}.png"), textured(160, 200, seed=10 + i))
+    return d
+
+
+def _trainer(photos, out, steps, **kw):
+    torch.manual_seed(0)
+    ds = SyntheticPairs(photos, SyntheticConfig(size=(96, 96), seed=1))
+    recipe = XFeatRecipe(XFeatRecipeConfig(teacher="fast", min_correspondences=8), val_set=None)
+    cfg = TrainConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=2, val_every=0, ckpt_every=2, log_every=1, **kw)
+    return Trainer(XFeatNet(), recipe, ds, out, cfg)
+
+
+def test_coarse_correspondences_identity():
+    i0, i1, labels = coarse_correspondences_h(torch.eye(3), None, (4, 5))
+    assert torch.equal(i0, i1) and len(i0) == 20
+    assert (labels == 4 * 8 + 4).all()  # cell centre 8j + 3.5 lies in pixel 4 of the cell
+
+
+def test_loss_decreases_on_a_fixed_batch(photos):
+    torch.manual_seed(0)
+    ds = SyntheticPairs(photos, SyntheticConfig(size=(96, 96), seed=1))
+    batch = {k: torch.stack([ds[0][k], ds[1][k]]) for k in ds[0]}
+    net = XFeatNet()
+    recipe = XFeatRecipe(XFeatRecipeConfig(teacher="fast", min_correspondences=8))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss, _ = recipe.loss(net, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_resume_is_bit_identical(photos, tmp_path):
+    full = _trainer(photos, tmp_path / "full", 4)
+    full.fit()
+    part = _trainer(photos, tmp_path / "part", 2)  # "killed" after 2 steps (checkpoint at 2)
+    part.fit()
+    resumed = _trainer(photos, tmp_path / "part", 4)
+    resumed.fit(resume=True)
+    assert resumed.step == 4
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    logs = [json.loads(l) for l in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3, 4]
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(photos, tmp_path):
+    out = tmp_path / "run"
+    _trainer(photos, out, 2).fit()
+    ck = out / "last.pt"
+    ck.write_bytes(ck.read_bytes()[:100])
+    before = ck.read_bytes()
+    with pytest.raises(FeatmatchError, match="corrupt"):
+        _trainer(photos, out, 4).fit(resume=True)
+    assert ck.read_bytes() == before
+    with pytest.raises(FeatmatchError, match="already holds a run"):
+        _trainer(photos, out, 4).fit()
+
+
+def test_train_cli_end_to_end(photos, tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "featmatch.cli", "train", "xfeat", "--images", str(photos), "--steps", "2",
+           "--out", str(out), "--teacher", "fast", "--size", "96x96", "--batch-size", "1", "--val-every", "2",
+           "--ckpt-every", "1", "--warmup", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["step"] == 2
+    import featmatch
+
+    m = featmatch.load("xfeat", weights=out / "model.pt")  # trained weights load strictly
+    assert m.extract(textured(64, 64)).descriptors.shape[-1] == 64
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "already holds a run" in res.stderr
+    bad = [a if a != "96x96" else "100x90" for a in cmd]
+    bad[bad.index(str(out))] = str(tmp_path / "other")
+    res = subprocess.run(bad, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "multiples of 32" in res.stderr
