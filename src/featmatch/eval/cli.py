@@ -1,0 +1,103 @@
+"""``featmatch eval homography|pose``: benchmark several models into one table.
+
+Registered with :func:`featmatch.cli.register_command` when the featmatch CLI loads its
+plugins. Usage errors raise :class:`~featmatch.errors.UsageError` (exit code 2), data and
+runtime problems other :class:`~featmatch.errors.FeatmatchError` subclasses (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from ..cli import register_command
+from ..errors import UsageError
+
+_USAGE = ("featmatch eval homography --models xfeat,sift --data ROOT --output DIR | "
+          "featmatch eval pose --models xfeat --data ROOT --output DIR")
+
+
+def _common(p: argparse.ArgumentParser, default_threshold: float) -> None:
+    p.add_argument("--models", required=True, help="comma-separated model names, e.g. xfeat,aliked.n16,sift")
+    p.add_argument("--data", required=True, metavar="ROOT", help="data root (see docs/evaluation.md for the layout)")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for the JSON / markdown / PNG reports and the prediction cache")
+    p.add_argument("--resize", type=int, default=None, metavar="N",
+                   help="resize images so the long side is N px (default: original size)")
+    p.add_argument("--max-keypoints", type=int, default=None, metavar="N",
+                   help="keypoint limit (top_k) for every model (default: each model's own)")
+    p.add_argument("--threshold", type=float, default=default_threshold,
+                   help=f"estimator inlier threshold in pixels (default: {default_threshold:g})")
+    p.add_argument("--method", default="usac_magsac",
+                   help="OpenCV robust method: usac_magsac (default), usac_accurate, usac_default, ransac, ...")
+    p.add_argument("--max-pairs", type=int, default=None, metavar="N", help="use only the first N pairs (quick runs)")
+    p.add_argument("--overwrite", action="store_true", help="recompute predictions even if cached")
+    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", parser_class=type(parser))
+    h = sub.add_parser("homography", help="HPatches-layout homography benchmark (MHA, AUC, MMA)")
+    _common(h, 3.0)
+    p = sub.add_parser("pose", help="relative pose on MegaDepth-1500 / ScanNet-1500 style pair lists (AUC@5/10/20)")
+    _common(p, 0.5)
+    p.add_argument("--estimator", choices=("opencv", "poselib"), default="opencv",
+                   help="opencv: USAC (--method); poselib: LO-RANSAC (pip install poselib)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .predict import parse_models
+
+    if not getattr(args, "benchmark", None):
+        raise UsageError(f"choose a benchmark: {_USAGE}")
+    models = parse_models(args.models)
+    command = _command(args)
+    common: dict[str, Any] = dict(resize=args.resize, max_keypoints=args.max_keypoints, threshold=args.threshold,
+                                  method=args.method, overwrite=args.overwrite, max_pairs=args.max_pairs,
+                                  device=args.device, progress=not args.no_progress, plot=not args.no_plot,
+                                  command=command)
+    if args.method not in _methods():
+        raise UsageError(f"unknown --method '{args.method}'; use one of {', '.join(_methods())}")
+    if args.benchmark == "homography":
+        from .homography import run as run_bench
+        from .report import homography_table as table
+    else:
+        from .pose import run as run_bench
+        from .report import pose_table as table
+
+        common["estimator"] = args.estimator
+    rep = run_bench(models, args.data, args.output, **common)
+    first = next(iter(rep["models"].values()))
+    for group in first["summary"]:
+        if len(first["summary"]) > 1:
+            print(f"\n{group}:")
+        print(table(rep, group))
+    for path in rep["outputs"].values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The equivalent command line, rebuilt from the parsed options (defaults left out)."""
+    parts = ["featmatch", "eval", args.benchmark]
+    for opt in ("models", "data", "output", "resize", "max_keypoints", "estimator", "method", "threshold",
+                "max_pairs", "device"):
+        v = getattr(args, opt, None)
+        default = {"method": "usac_magsac", "estimator": "opencv",
+                   "threshold": 3.0 if args.benchmark == "homography" else 0.5}.get(opt)
+        if v is not None and v != default:
+            parts += [f"--{opt.replace('_', '-')}", shlex.quote(str(v))]
+    parts += [f"--{f.replace('_', '-')}" for f in ("overwrite",) if getattr(args, f)]
+    return " ".join(parts)
+
+
+def _methods() -> tuple:
+    from ..estimators import _METHODS
+
+    return tuple(_METHODS)
+
+
+register_command("eval", "benchmarks: homography (HPatches layout), pose (pair lists)", add_arguments, run)

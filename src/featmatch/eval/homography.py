@@ -1,0 +1,136 @@
+"""Homography benchmark on HPatches-layout data (``featmatch eval homography``).
+
+Protocol (recorded in the JSON report):
+
+1. Pairs: image 1 of each sequence against images 2..N, ground truth ``H_1_k``
+   (:func:`featmatch.eval.data.homography_pairs`); ``i_*`` / ``v_*`` sequences form the
+   illumination / viewpoint splits, other names the split ``other``.
+2. Predictions: ``model.match`` on the images at their stored size, or resized so the long
+   side is ``--resize`` (the model resizes; points come back in original pixels). Cached
+   per model + config (:mod:`featmatch.eval.cache`).
+3. Scoring (from the cache, never recomputing matches): ``estimate_homography`` (OpenCV
+   USAC_MAGSAC by default, threshold 3 px, seed 0) on all matches; mean corner error of
+   the estimate in image-k pixels (corners = centres of the corner pixels of image 1) ->
+   MHA@{1,3,5,7,10} (fraction of pairs with error <= t) and AUC@{1,3,5,10} (SuperGlue's
+   error AUC); MMA@1..10 on *all* matches (fraction within t px of ``H_1_k``, per pair,
+   averaged over pairs); mean numbers of keypoints, matches and estimator inliers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UsageError
+from . import metrics
+from .data import HomographyPair, homography_pairs, subset_names
+
+MHA_THRESHOLDS = (1, 3, 5, 7, 10)
+AUC_THRESHOLDS = (1, 3, 5, 10)
+MMA_THRESHOLDS = tuple(range(1, 11))
+
+
+def protocol(*, threshold: float, method: str, resize: Optional[int], max_keypoints: Optional[int]) -> dict:
+    return {
+        "benchmark": "homography",
+        "pairs": "image 1 vs images 2..N of every sequence, ground truth H_1_k",
+        "resize_long_side": resize,
+        "max_keypoints": max_keypoints,
+        "estimator": {"name": "opencv.findHomography", "method": method, "threshold_px": threshold,
+                      "confidence": 0.9999, "max_iters": 10000, "seed": 0},
+        "corner_error": "mean distance of the 4 corner-pixel centres of image 1 warped by H_est and H_gt (image-k px); inf on failure",
+        "mha_thresholds_px": list(MHA_THRESHOLDS),
+        "auc_thresholds_px": list(AUC_THRESHOLDS),
+        "mma_thresholds_px": list(MMA_THRESHOLDS),
+        "mma": "per pair: fraction of all matches within t px of H_1_k(points0); mean over pairs (0 for no matches)",
+    }
+
+
+def score_pair(pred: dict, pair: HomographyPair, *, threshold: float = 3.0, method: str = "usac_magsac") -> dict:
+    """Metrics of one pair from its cached prediction (pure apart from the seeded RANSAC)."""
+    from ..estimators import estimate_homography
+
+    p0 = np.asarray(pred["points0"], np.float64).reshape(-1, 2)
+    p1 = np.asarray(pred["points1"], np.float64).reshape(-1, 2)
+    est = estimate_homography(p0, p1, method=method, threshold=threshold, seed=0)
+    size0 = tuple(int(v) for v in np.asarray(pred["size0_wh"]).reshape(2))
+    err = metrics.homography_corner_error(est.model, pair.H_0to1, size0)
+    mma = metrics.mma(p0, p1, pair.H_0to1, MMA_THRESHOLDS)
+    return {
+        "key": pair.key, "sequence": pair.sequence, "split": pair.split,
+        "num_keypoints0": int(pred["num_keypoints0"]), "num_keypoints1": int(pred["num_keypoints1"]),
+        "num_matches": int(len(p0)), "num_inliers": est.num_inliers,
+        "corner_error": float(err), "mma": {str(t): v for t, v in mma.items()},
+        "time_s": float(pred["time_s"]),
+    }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Benchmark numbers over a list of :func:`score_pair` rows."""
+    errs = [r["corner_error"] for r in rows]
+    kp = [0.5 * (r["num_keypoints0"] + r["num_keypoints1"]) for r in rows if r["num_keypoints0"] >= 0]
+    return {
+        "pairs": len(rows),
+        "mha": {str(t): v for t, v in metrics.mha(errs, MHA_THRESHOLDS).items()},
+        "auc": {str(t): v for t, v in metrics.homography_auc(errs, AUC_THRESHOLDS).items()},
+        "mma": {str(t): _mean([r["mma"][str(t)] for r in rows]) for t in MMA_THRESHOLDS},
+        "mean_keypoints": _mean(kp) if kp else None,
+        "mean_matches": _mean([r["num_matches"] for r in rows]),
+        "mean_inliers": _mean([r["num_inliers"] for r in rows]),
+        "failures": int(sum(1 for e in errs if not math.isfinite(e))),
+        "median_corner_error": float(np.median(errs)) if errs else math.nan,
+        "mean_time_s": _mean([r["time_s"] for r in rows]),
+    }
+
+
+def summarize_splits(rows: Sequence[dict], pairs: Sequence[HomographyPair]) -> dict:
+    """``{"all": ..., "illumination": ..., "viewpoint": ...}`` (splits only when present)."""
+    out = {"all": summarize(rows)}
+    splits = subset_names(list(pairs), "split")
+    if any(s in ("illumination", "viewpoint") for s in splits):
+        for s in splits:
+            out[s] = summarize([r for r in rows if r["split"] == s])
+    return out
+
+
+def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] = None,
+        max_keypoints: Optional[int] = None, threshold: float = 3.0, method: str = "usac_magsac",
+        overwrite: bool = False, max_pairs: Optional[int] = None, device: Any = None,
+        progress: bool = True, plot: bool = True, command: Optional[str] = None) -> dict:
+    """Run the benchmark for several models; write ``homography.{json,md,png}`` to ``output``.
+
+    Returns:
+        The report dict (also written as JSON).
+    """
+    from . import report
+    from .predict import load_models, predict_pairs
+
+    if not threshold > 0:
+        raise UsageError(f"--threshold must be positive, got {threshold}")
+    if max_pairs is not None and max_pairs < 1:
+        raise UsageError(f"--max-pairs must be positive, got {max_pairs}")
+    pairs = homography_pairs(data)
+    if max_pairs is not None:
+        pairs = pairs[:max_pairs]
+    loaded = load_models(models, resize=resize, max_keypoints=max_keypoints, device=device)
+    out_dir = Path(output)
+    results = {}
+    for lm in loaded:
+        preds, cache_file = predict_pairs(lm, pairs, out_dir / "cache" / "homography", overwrite=overwrite, progress=progress)
+        rows = [score_pair(preds[p.key], p, threshold=threshold, method=method) for p in pairs]
+        results[lm.name] = report.model_entry(lm, cache_file, summarize_splits(rows, pairs), rows)
+    rep = report.build_report("homography", data, pairs, results,
+                              protocol(threshold=threshold, method=method, resize=resize, max_keypoints=max_keypoints), command)
+    rep["outputs"] = {k: str(v) for k, v in report.write_report(rep, out_dir, plot=plot).items()}
+    return rep
+
+
+__all__ = ["run", "score_pair", "summarize", "summarize_splits", "protocol",
+           "MHA_THRESHOLDS", "AUC_THRESHOLDS", "MMA_THRESHOLDS"]

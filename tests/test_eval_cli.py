@@ -1,0 +1,79 @@
+"""`featmatch eval homography|pose`: tables, outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from featmatch.cli import main
+
+from test_eval_data import make_hpatches, make_pose_scene
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    return make_hpatches(base / "hp", sequences=("v_a",), n_images=3), make_pose_scene(base / "pose", n_pairs=1)
+
+
+def test_homography_and_pose_commands(roots, tmp_path, capsys):
+    hp, ps = roots
+    out = tmp_path / "out"
+    code = main(["eval", "homography", "--models", "sift,orb", "--data", str(hp), "--output", str(out),
+                 "--no-progress", "--max-pairs", "1"])
+    res = capsys.readouterr()
+    assert code == 0, res.err
+    assert "| `sift` |" in res.out and "| `orb` |" in res.out and "MHA@3" in res.out
+    assert f"wrote {out / 'homography.json'}" in res.out and (out / "homography.png").exists()
+    code = main(["eval", "pose", "--models", "sift", "--data", str(ps), "--output", str(out), "--no-progress",
+                 "--no-plot", "--threshold", "1", "--resize", "160"])
+    res = capsys.readouterr()
+    assert code == 0, res.err
+    assert "AUC@5" in res.out and (out / "pose.md").exists() and not (out / "pose.png").exists()
+
+
+@pytest.mark.parametrize("args, code, pattern", [
+    (["--models", "nope"], 2, "unknown model 'nope'"),
+    (["--models", "sift", "--method", "magic"], 2, "unknown --method 'magic'"),
+    (["--models", ","], 2, "--models needs at least one model"),
+    (["--models", "sift", "--resize", "8"], 2, "--resize must be at least 32"),
+])
+def test_usage_errors_exit_2(roots, tmp_path, capsys, args, code, pattern):
+    hp, _ = roots
+    assert main(["eval", "homography", "--data", str(hp), "--output", str(tmp_path)] + args) == code
+    err = capsys.readouterr().err.strip()
+    assert pattern in err and len(err.splitlines()) == 1
+
+
+def test_missing_subcommand_or_option_exit_2(capsys):
+    assert main(["eval"]) == 2
+    assert "choose a benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "homography", "--models", "sift"])
+    assert e.value.code == 2
+
+
+def test_bad_data_exits_1_naming_the_path(roots, tmp_path, capsys):
+    hp, ps = roots
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "homography", "--models", "sift", "--data", str(empty), "--output", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(empty) in err and "expected HPatches layout" in err and len(err.splitlines()) == 1
+    assert main(["eval", "pose", "--models", "sift", "--data", str(hp), "--output", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no pairs.json or pairs.txt" in err and "expected pose layout" in err
+
+
+def test_entry_point_subprocess(roots, tmp_path):
+    hp, _ = roots
+    (hp / "v_a" / "H_1_3").rename(hp / "v_a" / "H_1_3.bak")
+    try:
+        r = subprocess.run([sys.executable, "-m", "featmatch.cli", "eval", "homography", "--models", "sift",
+                            "--data", str(hp), "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    finally:
+        (hp / "v_a" / "H_1_3.bak").rename(hp / "v_a" / "H_1_3")
+    assert r.returncode == 1
+    assert "missing homography" in r.stderr and "H_1_3" in r.stderr and len(r.stderr.strip().splitlines()) == 1
