@@ -54,12 +54,15 @@ class ConvBNReLU(nn.Module):
         self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, affine=False)
 
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the convolution with the (eval-mode) BatchNorm folded in."""
+        inv = torch.rsqrt(self.bn.running_var + self.bn.eps)
+        return self.conv.weight * inv[:, None, None, None], -self.bn.running_mean * inv
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return F.relu(self.bn(self.conv(x)))
-        inv = torch.rsqrt(self.bn.running_var + self.bn.eps)
-        w = self.conv.weight * inv[:, None, None, None]
-        b = -self.bn.running_mean * inv
+        w, b = self.folded()
         return F.relu_(F.conv2d(x, w, b, self.conv.stride, self.conv.padding))
 
 
@@ -108,8 +111,20 @@ class XFeatNet(nn.Module):
         x5 = F.interpolate(x5, size, mode="bilinear", align_corners=False)
         feats = self.fusion(x3 + x4 + x5)
         reliability = torch.sigmoid(self.reliability_head(feats))
-        keypoints = self.keypoint_head(F.pixel_unshuffle(x, 8))
-        return feats, keypoints, reliability
+        return feats, self._keypoint_logits(x), reliability
+
+    def _keypoint_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Keypoint head on 8x8 pixel blocks. The first 1x1 convolution over the 64
+        unshuffled pixels equals an 8x8 convolution with stride 8 on the image, which
+        skips the unshuffle copy at inference."""
+        if self.training:
+            return self.keypoint_head(F.pixel_unshuffle(x, 8))
+        first = self.keypoint_head[0]
+        w, b = first.folded()
+        y = F.relu_(F.conv2d(x, w.reshape(w.shape[0], 1, 8, 8), b, stride=8))
+        for layer in self.keypoint_head[1:]:
+            y = layer(y)
+        return y
 
     @staticmethod
     def keypoint_heatmap(logits: torch.Tensor) -> torch.Tensor:
