@@ -177,3 +177,39 @@ def test_wrong_weights_give_one_line_error(tmp_path):
     p.write_bytes(b"not a checkpoint")
     with pytest.raises(featmatch.WeightsError, match="cannot read weight file"):
         featmatch.load("xfeat", weights=p)
+
+
+@pytest.mark.weights
+def test_match_pair_accepts_paths_arrays_and_tensors(tmp_path):
+    need_weights("xfeat")
+    import cv2
+
+    a = fixture_image("xfeat_a.png")
+    c = fixture_image("xfeat_c.png")
+    cv2.imwrite(str(tmp_path / "a.png"), a[..., ::-1])
+    by_path = featmatch.match_pair(tmp_path / "a.png", str(FIXTURES / "xfeat_c.png"), model="xfeat")
+    by_array = featmatch.match_pair(a, c, model="xfeat")
+    by_float = featmatch.match_pair(a.astype(np.float32) / 255, c.astype(np.float32) / 255)
+    by_tensor = featmatch.match_pair(torch.from_numpy(a).permute(2, 0, 1).float() / 255,
+                                     torch.from_numpy(c).permute(2, 0, 1).float() / 255)
+    grey = featmatch.match_pair(a.mean(2).astype(np.uint8), c.mean(2).astype(np.uint8))
+    assert len(by_path) > 50 and len(grey) > 50
+    for m in (by_array, by_float, by_tensor):
+        assert torch.allclose(m.points0, by_path.points0) and torch.allclose(m.points1, by_path.points1)
+    with pytest.raises(featmatch.UsageError, match="unknown model"):
+        featmatch.match_pair(a, c, model="nope")
+
+
+@pytest.mark.weights
+def test_xfeat_star_batch_equals_single():
+    need_weights("xfeat-star")
+    model = featmatch.load("xfeat-star", top_k=2000)
+    a, c = fixture_image("xfeat_a.png"), fixture_image("xfeat_c.png")
+    t = lambda im: torch.from_numpy(im).permute(2, 0, 1).float() / 255
+    batch = model.match(torch.stack([t(a), t(c)]), torch.stack([t(c), t(a)]))
+    assert isinstance(batch, list) and len(batch) == 2
+    for got, (x, y) in zip(batch, ((a, c), (c, a))):
+        single = model.match(x, y)  # batched convolutions differ by ~1e-5 in the features
+        assert len(got) == len(single) > 100
+        assert np.abs(_lex(got.points0.numpy()) - _lex(single.points0.numpy())).max() < 1e-3
+        assert np.abs(_lex(got.points1.numpy()) - _lex(single.points1.numpy())).max() < 1e-3
