@@ -9,7 +9,7 @@ from featmatch.errors import UsageError
 from featmatch.models import classical
 from featmatch.types import Features, Matches
 
-from conftest import textured
+from conftest import fixture_image, textured
 
 NAMES = [n for n in ("sift", "orb", "akaze") if n in featmatch.list_models()]
 DTYPES = {"sift": (torch.float32, 128), "orb": (torch.uint8, 32), "akaze": (torch.uint8, 61)}
@@ -96,3 +96,19 @@ def test_akaze_missing_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(classical, "akaze_factory", lambda: None)
     with pytest.raises(classical.ModelUnavailableError, match="contrib"):
         classical.AKAZE()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pixel_convention_on_a_2x_upscale(name):
+    """OpenCV's coordinate offsets are corrected: matching an image with its centre-aligned
+    2x bilinear upscale gives points1 = (points0 + 0.5) * 2 - 0.5 without bias."""
+    import cv2
+
+    a = np.ascontiguousarray(fixture_image("xfeat_a.png")[40:160, 60:220])  # real photo crop, 160x120
+    b = cv2.resize(a, (320, 240), interpolation=cv2.INTER_LINEAR)
+    opts = {"threshold": 1e-4} if name == "akaze" else {}
+    m = featmatch.load(name, **opts).match(a, b)
+    r = (m.points1 - ((m.points0 + 0.5) * 2 - 0.5)).numpy()
+    r = r[np.linalg.norm(r, axis=1) < 3]
+    assert len(r) >= 20
+    assert np.all(np.abs(np.median(r, 0)) < 0.15), np.median(r, 0)

@@ -118,7 +118,7 @@ def _read(path: Path) -> np.ndarray:
 
 
 class _FeatureMemo:
-    """Features of the last few images (sparse models): path -> (features, seconds)."""
+    """Features of the last few images (sparse models): path -> (features, seconds, (W, H))."""
 
     def __init__(self, size: int = 8):
         self.size = size

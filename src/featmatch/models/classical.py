@@ -12,8 +12,12 @@ Each is an :class:`~featmatch.models.base.Extractor` (``extract``, ``match_featu
   descriptor, ``uint8`` bytes ``(N, 61)``; mutual nearest neighbour in Hamming distance.
 
 No weights (``weights_origin="none"``). Keypoints come back in the caller's pixels with
-OpenCV's pixel-centre convention (centre of the top-left pixel at ``(0, 0)``, the same as
-featmatch's). ``scales`` hold OpenCV's keypoint ``size`` (diameter of the described
+featmatch's pixel-centre convention (centre of the top-left pixel at ``(0, 0)``). OpenCV's
+own coordinates are off that convention by a known amount, corrected here and checked by
+matching an image with its 2x bilinear upscale: SIFT's are +0.25 px (first octave built
+by doubling the image, points halved back), ORB's pyramid-level points are scaled back
+with ``p * s`` instead of ``(p + 0.5) * s - 0.5`` (-0.5 (s - 1) px, up to -1.3 px at level
+7); AKAZE's need no correction. ``scales`` hold OpenCV's keypoint ``size`` (diameter of the described
 region, pixels) and ``orientations`` its angle in radians (0 for AKAZE/ORB when
 undefined). Match ``scores`` are the cosine similarity (SIFT) or ``1 - hamming / bits``
 (binary descriptors), so they lie in ``[0, 1]`` for all three.
@@ -139,6 +143,10 @@ class OpenCVExtractor(Extractor):
     def _post_descriptors(self, desc: np.ndarray) -> np.ndarray:
         return desc
 
+    def _fix_points(self, pts: np.ndarray, octave: np.ndarray) -> np.ndarray:
+        """Map OpenCV's keypoint coordinates to featmatch's pixel-centre convention."""
+        return pts
+
     def _detect_one(self, img: np.ndarray) -> tuple[np.ndarray, ...]:
         if self._detector is None:
             self._detector = self._create()
@@ -148,7 +156,8 @@ class OpenCVExtractor(Extractor):
             np_dtype = np.uint8 if self.descriptor_dtype == torch.uint8 else np.float32
             return (np.zeros((0, 2), np.float32), empty, np.zeros((0, self.descriptor_dim), np_dtype),
                     empty, empty)
-        pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+        pts = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
+        pts = self._fix_points(pts, np.array([k.octave for k in kps], np.int64)).astype(np.float32)
         resp = np.array([k.response for k in kps], np.float32)
         size = np.array([k.size for k in kps], np.float32)
         ang = np.array([k.angle for k in kps], np.float32)
@@ -195,6 +204,11 @@ class SIFT(OpenCVExtractor):
                                contrastThreshold=c.contrast_threshold,
                                edgeThreshold=c.edge_threshold, sigma=c.sigma)
 
+    def _fix_points(self, pts: np.ndarray, octave: np.ndarray) -> np.ndarray:
+        # OpenCV builds its first octave by doubling the image with a centre-aligned bilinear
+        # resize (x -> 2x + 0.5) but maps points back with x / 2: every point is +0.25 px off.
+        return pts - 0.25
+
     def _post_descriptors(self, desc: np.ndarray) -> np.ndarray:
         d = desc.astype(np.float32)
         if self.config.rootsift:
@@ -215,6 +229,12 @@ class ORB(OpenCVExtractor):
         return cv2.ORB_create(nfeatures=c.top_k, scaleFactor=c.scale_factor, nlevels=c.n_levels,
                               edgeThreshold=c.edge_threshold, patchSize=c.patch_size,
                               fastThreshold=c.fast_threshold)
+
+    def _fix_points(self, pts: np.ndarray, octave: np.ndarray) -> np.ndarray:
+        # OpenCV scales pyramid-level points back with p * s; featmatch's convention (the one
+        # matching the centre-aligned pyramid resize) is (p + 0.5) * s - 0.5.
+        s = float(self.config.scale_factor) ** octave.astype(np.float64)
+        return pts + 0.5 * (s - 1.0)[:, None]
 
 
 class AKAZE(OpenCVExtractor):
