@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from featmatch.cli import main
@@ -67,13 +64,12 @@ def test_bad_data_exits_1_naming_the_path(roots, tmp_path, capsys):
     assert "no pairs.json or pairs.txt" in err and "expected pose layout" in err
 
 
-def test_entry_point_subprocess(roots, tmp_path):
+def test_missing_h_file_exits_1(roots, tmp_path, capsys):
     hp, _ = roots
     (hp / "v_a" / "H_1_3").rename(hp / "v_a" / "H_1_3.bak")
     try:
-        r = subprocess.run([sys.executable, "-m", "featmatch.cli", "eval", "homography", "--models", "sift",
-                            "--data", str(hp), "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
+        code = main(["eval", "homography", "--models", "sift", "--data", str(hp), "--output", str(tmp_path)])
     finally:
         (hp / "v_a" / "H_1_3.bak").rename(hp / "v_a" / "H_1_3")
-    assert r.returncode == 1
-    assert "missing homography" in r.stderr and "H_1_3" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "missing homography" in err and "H_1_3" in err and len(err.splitlines()) == 1

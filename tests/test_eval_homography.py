@@ -73,13 +73,13 @@ def test_benchmark_scores_caches_and_reports(hp_root, tmp_path, monkeypatch):
     first = (out / "homography.json").read_text()
 
     # second run: nothing recomputed, identical numbers (deterministic)
-    homography.run(["sift"], hp_root, out, progress=False)
+    homography.run(["sift"], hp_root, out, progress=False, plot=False)
     assert len(calls) == 4 and (out / "homography.json").read_text() == first
     # changed metric / estimator threshold: rescored from the cache only
     rep2 = homography.run(["sift"], hp_root, out, threshold=1.0, progress=False, plot=False)
     assert len(calls) == 4 and rep2["protocol"]["estimator"]["threshold_px"] == 1.0
     # --overwrite recomputes, with the same result
-    homography.run(["sift"], hp_root, out, overwrite=True, progress=False)
+    homography.run(["sift"], hp_root, out, overwrite=True, progress=False, plot=False)
     assert len(calls) == 8
     assert _untimed((out / "homography.json").read_text()) == _untimed(first)
     # a different config (resize) is a different cache file
