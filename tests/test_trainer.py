@@ -38,7 +38,10 @@ def _trainer(photos, out, steps, **kw):
 def test_coarse_correspondences_identity():
     i0, i1, labels = coarse_correspondences_h(torch.eye(3), None, (4, 5))
     assert torch.equal(i0, i1) and len(i0) == 20
-    assert (labels == 4 * 8 + 4).all()  # cell centre 8j + 3.5 lies in pixel 4 of the cell
+    assert (labels == 3 * 8 + 3).all()  # a cell matched to itself has class (3, 3)
+    shift = torch.tensor([[1.0, 0, 2.0], [0, 1, 0], [0, 0, 1]])  # image 1 = image 0 moved 2 px right
+    i0, i1, labels = coarse_correspondences_h(shift, None, (4, 5))
+    assert (labels == 3 * 8 + 1).all()  # centre of image-1 cell lies 2 px left in image 0
 
 
 def test_loss_decreases_on_a_fixed_batch(photos):

@@ -281,9 +281,8 @@ class XFeatStarConfig:
     #   (REFINE_RESPONSE) and subtracts, per match, its answer for the image-0 feature paired
     #   with itself (the per-feature zero point); costs a second MLP pass over the matches;
     # "calibrated" inverts the response curve only;
-    # "centered" uses expectation - 3, the class the MLP predicts for zero displacement;
-    # "pixel" uses expectation - 3.5: the label convention of featmatch's own training
-    #   (class = pixel of the 8x8 cell holding the other image's cell centre).
+    # "centered" uses expectation - 3, the class the MLP predicts for zero displacement
+    #   and the label convention of featmatch's own training (train/recipes/xfeat.py).
     refine_decoder: str = "self-referenced"
 
 
@@ -294,8 +293,8 @@ class XFeatStar(DenseMatcher):
 
     def __init__(self, config: XFeatStarConfig = XFeatStarConfig()):
         super().__init__(config)
-        if config.refine_decoder not in ("self-referenced", "calibrated", "centered", "pixel"):
-            raise UsageError(f"refine_decoder must be self-referenced, calibrated, centered or pixel; got '{config.refine_decoder}'")
+        if config.refine_decoder not in ("self-referenced", "calibrated", "centered"):
+            raise UsageError(f"refine_decoder must be self-referenced, calibrated or centered; got '{config.refine_decoder}'")
         self.net = XFeatNet()
 
     remap_state_dict = XFeat.remap_state_dict
@@ -351,8 +350,6 @@ class XFeatStar(DenseMatcher):
             return expected - 4.0
         if c.refine_decoder == "centered":
             return expected - 3.0
-        if c.refine_decoder == "pixel":
-            return expected - 3.5
         return torch.stack([_invert_response(expected[:, 0], REFINE_RESPONSE[0], REFINE_DISPLACEMENTS),
                             _invert_response(expected[:, 1], REFINE_RESPONSE[1], REFINE_DISPLACEMENTS)], -1)
 

@@ -1,12 +1,13 @@
 """Training XFeat: synthetic homography pairs (and depth pairs), the paper's four losses.
 
 Ground truth at the 1/8 cells: the centre of every image-1 cell (``8 j + 3.5``) is warped
-into image 0; its cell ``i`` there and the pixel it falls in (class ``8 * row + col`` of the
-8x8 block) give the coarse correspondence (i, j) and the fine label. Correspondences whose
-image-0 cell repeats are dropped (one per cell, the one nearest the cell centre), as the
-reference does "for network convergence". The refinement MLP is therefore trained to give
-the pixel of image 0 where image-1's cell centre lies: decode with ``refine_decoder="pixel"``
-(displacement from the cell centre = expected class - 3.5).
+into image 0, landing at ``p``; the image-0 cell is ``i = floor(p / 8)`` and the fine label
+is ``floor(p) - 8 i`` per axis (class ``8 * row + col``). A cell matched to itself therefore
+has class (3, 3), and class ``k`` covers displacements ``[k - 3.5, k - 2.5)`` from the cell
+centre: decode with ``refine_decoder="centered"`` (displacement = expected class - 3). The
+released XFeat weights answer class ~3 for zero displacement too, so fine-tuning them keeps
+their convention. Correspondences whose image-0 cell repeats are dropped (one per cell, the
+one nearest the cell centre), as the reference does "for network convergence".
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def coarse_correspondences_h(H: torch.Tensor, valid1: Optional[torch.Tensor], ce
 
 def _cells_and_labels(p0: torch.Tensor, ok: torch.Tensor, cells_hw: tuple[int, int]):
     h, w = cells_hw
-    pix = (p0 + 0.5).floor().long()  # pixel of image 0 containing the point
+    pix = p0.floor().long()  # cell = floor(p / 8), label = floor(p) mod 8 (see module doc)
     ok = ok & (pix[:, 0] >= 0) & (pix[:, 0] < 8 * w) & (pix[:, 1] >= 0) & (pix[:, 1] < 8 * h)
     i1 = ok.nonzero()[:, 0]
     pix = pix[i1]
