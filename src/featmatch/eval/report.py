@@ -120,6 +120,30 @@ def pose_table(report: dict, subset: str = "all") -> str:
     return _table(header, rows)
 
 
+def sequence_table(report: dict, threshold: float = 3.0, max_rows: int = 60) -> str:
+    """Homography: pairs with corner error <= ``threshold`` px per sequence and model
+    (``""`` when there are more than ``max_rows`` sequences)."""
+    models = report["models"]
+    first = next(iter(models.values()), None)
+    if first is None:
+        return ""
+    seqs: list = []
+    for r in first["pairs"]:
+        if r["sequence"] not in seqs:
+            seqs.append(r["sequence"])
+    if len(seqs) > max_rows:
+        return ""
+    rows = []
+    for q in seqs:
+        row = [q]
+        for m in models.values():
+            rs = [r for r in m["pairs"] if r["sequence"] == q]
+            ok = sum(1 for r in rs if r["corner_error"] is not None and r["corner_error"] <= threshold)
+            row.append(f"{ok}/{len(rs)}")
+        rows.append(row)
+    return _table(["sequence"] + [f"`{n}`" for n in models], rows)
+
+
 def markdown(report: dict) -> str:
     bench = report["benchmark"]
     first = next(iter(report["models"].values()), None)
@@ -144,6 +168,10 @@ def markdown(report: dict) -> str:
         lines += ["", f"Command: `{report['command']}`"]
     for g in groups:
         lines += ["", f"## {g}" if len(groups) > 1 else "", table(report, g)]
+    if bench == "homography":
+        seq = sequence_table(report)
+        if seq:
+            lines += ["", "Pairs with corner error <= 3 px, per sequence:", "", seq]
     return "\n".join(x for x in lines if x is not None).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -212,4 +240,4 @@ def write_report(report: dict, out_dir: Path, *, plot: bool = True) -> dict:
     return paths
 
 
-__all__ = ["build_report", "model_entry", "write_report", "markdown", "homography_table", "pose_table", "save_plot"]
+__all__ = ["build_report", "model_entry", "write_report", "markdown", "homography_table", "pose_table", "sequence_table", "save_plot"]
