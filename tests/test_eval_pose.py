@@ -65,6 +65,7 @@ def test_pose_benchmark_runs_and_rescoring_uses_the_cache(scene_root, tmp_path, 
     if pose.poselib_available():
         rep3 = pose.run(["sift"], scene_root, out, estimator="poselib", progress=False, plot=False)
         assert rep3["models"]["sift"]["summary"]["all"]["median_error_deg"] < 5.0
+        assert (out / "pose-poselib.json").exists() and (out / "pose.json").exists()
 
 
 def test_pose_errors(scene_root, tmp_path, monkeypatch):

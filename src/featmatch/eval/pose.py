@@ -177,7 +177,8 @@ def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] 
         max_keypoints: Optional[int] = None, estimator: str = "opencv", method: str = "usac_magsac",
         threshold: float = 0.5, overwrite: bool = False, max_pairs: Optional[int] = None,
         device: Any = None, progress: bool = True, plot: bool = True, command: Optional[str] = None) -> dict:
-    """Run the pose benchmark for several models; write ``pose.{json,md,png}`` to ``output``."""
+    """Run the pose benchmark for several models; write ``pose.{json,md,png}`` to ``output``
+    (``pose-poselib.*`` with ``estimator="poselib"``)."""
     from . import report
     from .predict import load_models, predict_pairs
 
@@ -202,7 +203,8 @@ def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] 
     rep = report.build_report("pose", data, pairs, results,
                               protocol(estimator=estimator, method=method, threshold=threshold, resize=resize,
                                        max_keypoints=max_keypoints), command)
-    rep["outputs"] = {k: str(v) for k, v in report.write_report(rep, out_dir, plot=plot).items()}
+    stem = "pose" if estimator == "opencv" else f"pose-{estimator}"  # estimators side by side
+    rep["outputs"] = {k: str(v) for k, v in report.write_report(rep, out_dir, plot=plot, stem=stem).items()}
     return rep
 
 

@@ -222,12 +222,12 @@ def save_plot(report: dict, path: Path) -> Optional[Path]:
     return path
 
 
-def write_report(report: dict, out_dir: Path, *, plot: bool = True) -> dict:
-    """Write ``<benchmark>.json``, ``<benchmark>.md`` and ``<benchmark>.png`` atomically;
-    returns ``{"json": path, "markdown": path[, "png": path]}``."""
+def write_report(report: dict, out_dir: Path, *, plot: bool = True, stem: Optional[str] = None) -> dict:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` atomically (stem: the
+    benchmark name by default); returns ``{"json": path, "markdown": path[, "png": path]}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench = report["benchmark"]
+    bench = stem or report["benchmark"]
     paths = {"json": out_dir / f"{bench}.json", "markdown": out_dir / f"{bench}.md"}
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
