@@ -64,6 +64,8 @@ class ModelCard:
     weights_origin: str = "official"  # official | featmatch | none
     input: str = "RGB or grey float [0, 1], any size; converted internally"
     notes: str = ""
+    #: raised (one line) by load() when no weights= is given and the card has no WeightSpec
+    missing_weights: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
     """
     entry = get_entry(name)
     cfg = make_config(name, **overrides)
+    if pretrained and weights is None and entry.card.weights is None and entry.card.missing_weights:
+        from .errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(entry.card.missing_weights)
     model = entry.build(cfg)
     model.card = entry.card
     if pretrained and (entry.card.weights is not None or weights is not None):
@@ -155,8 +161,6 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
         state = hub.read_state_dict(path)
         model.load_weights(state, source=str(path))
         model.weights_path = str(path)
-    elif pretrained and entry.card.weights_origin == "none":
-        pass
     model.eval()
     if device is not None:
         model.to(device)

@@ -1,0 +1,62 @@
+"""LoFTR: registered as ``loftr.outdoor``, ``loftr.indoor`` (paper sizes; official
+checkpoints are passed with ``weights=PATH``) and ``loftr.tiny`` (a CPU-friendly preset that
+featmatch will train). See ``docs/loftr.md``.
+"""
+
+from __future__ import annotations
+
+from ...registry import ModelCard, register
+from .model import LoFTR, LoFTRConfig, pad_to_multiple, to_luma
+
+__all__ = ["LoFTR", "LoFTRConfig", "TINY", "pad_to_multiple", "to_luma"]
+
+_PAPER = "Sun et al., LoFTR: Detector-Free Local Feature Matching with Transformers, CVPR 2021"
+
+#: The CPU-friendly preset (config overrides of LoFTRConfig): backbone widths 32/64/128 (the
+#: 1/2-resolution stages dominate the cost), 128-d coarse transformer with 2 x [self, cross]
+#: (4 heads of 32 as the paper's coarse), 32-d fine transformer (2 heads of 16 as the paper's
+#: fine); fixed positional encoding. 1.7 M parameters (paper sizes: 11.6 M).
+TINY = {
+    "initial_dim": 32,
+    "block_dims": (32, 64, 128),
+    "coarse_heads": 4,
+    "coarse_layers": ("self", "cross") * 2,
+    "fine_heads": 2,
+    "fine_layers": ("self", "cross"),
+    "pos_encoding_fix": True,
+}
+
+
+def _official_missing(name: str, ckpt: str) -> str:
+    return (f"the official LoFTR checkpoints (outdoor_ds.ckpt, indoor_ds.ckpt) cannot be downloaded by featmatch; "
+            f"pass yours for '{name}' ({ckpt}) with featmatch.load('{name}', weights=PATH) (CLI: --weights PATH), "
+            f"or pretrained=False for random weights")
+
+
+for _tag, _ckpt, _data in (("outdoor", "outdoor_ds.ckpt", "MegaDepth"), ("indoor", "indoor_ds.ckpt", "ScanNet")):
+    _name = f"loftr.{_tag}"
+    register(
+        _name,
+        card=ModelCard(
+            name=_name, family="loftr", kind="dense",
+            summary=f"LoFTR (paper sizes, dual-softmax) for the official {_data} checkpoint {_ckpt}",
+            paper=_PAPER, code_license="Apache-2.0", weights=None, weights_origin="official-not-downloadable",
+            input="RGB or grey float [0, 1], any size (converted to grey, padded to multiples of 8)",
+            notes=(f"weights: pass the official {_ckpt} (Lightning .ckpt, 'matcher.' keys) with weights=PATH; "
+                   "for indoor_ds_new.ckpt also set pos_encoding_fix=True; *_ot.ckpt needs match_type='sinkhorn'"),
+            missing_weights=_official_missing(_name, _ckpt)),
+        config_cls=LoFTRConfig, build=LoFTR,
+    )
+
+register(
+    "loftr.tiny",
+    card=ModelCard(
+        name="loftr.tiny", family="loftr", kind="dense",
+        summary="LoFTR tiny: CPU-friendly preset (32/64/128 backbone, 2x[self,cross] 128-d coarse transformer)",
+        paper=_PAPER, code_license="Apache-2.0", weights=None, weights_origin="featmatch-pending",
+        input="RGB or grey float [0, 1], any size (converted to grey, padded to multiples of 8)",
+        notes="featmatch will train and ship this checkpoint; until then pass weights=PATH or pretrained=False",
+        missing_weights=("'loftr.tiny' has no trained checkpoint yet; pass weights=PATH (CLI: --weights PATH) "
+                         "or pretrained=False for random weights")),
+    config_cls=LoFTRConfig, build=LoFTR, defaults=TINY,
+)
