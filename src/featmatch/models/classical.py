@@ -98,21 +98,6 @@ class AKAZEConfig:
     matcher: MNNConfig = field(default_factory=_binary_matcher)  # mutual NN, Hamming
 
 
-class BinaryAwareNN(MutualNN):
-    """:class:`MutualNN` whose scores lie in [0, 1]: ``1 - hamming / bits`` for ``uint8``
-    descriptors (the raw op returns the negative Hamming distance), the cosine similarity
-    clamped to [0, 1] otherwise."""
-
-    def __call__(self, f0: Features, f1: Features) -> Matches:
-        m = super().__call__(f0, f1)
-        if f0.descriptors.dtype == torch.uint8:
-            scores = (1.0 + m.scores / (8 * f0.descriptors.shape[-1])).clamp(0.0, 1.0)
-        else:
-            scores = m.scores.clamp(0.0, 1.0)  # cosine of unit vectors (rounding may exceed 1)
-        return Matches(m.points0, m.points1, scores, m.indices0, m.indices1,
-                       features0=f0, features1=f1)
-
-
 def _to_uint8_grey(x: torch.Tensor) -> np.ndarray:
     """``(B, C, H, W)`` float [0, 1] -> ``(B, H, W)`` uint8 grey (channel mean)."""
     g = to_grey(x)[:, 0].detach().cpu().float().clamp(0, 1)
@@ -134,7 +119,7 @@ class OpenCVExtractor(Extractor):
         super().__init__(config)
         if config.top_k < 1:
             raise UsageError(f"top_k must be at least 1, got {config.top_k}")
-        self.matcher = BinaryAwareNN(config.matcher)
+        self.matcher = MutualNN(config.matcher)
         self._detector = None
 
     def _create(self) -> Any:
@@ -305,4 +290,4 @@ if akaze_factory() is not None:
         config_cls=AKAZEConfig, build=AKAZE,
     )
 
-__all__ = ["SIFT", "ORB", "AKAZE", "SIFTConfig", "ORBConfig", "AKAZEConfig", "BinaryAwareNN"]
+__all__ = ["SIFT", "ORB", "AKAZE", "SIFTConfig", "ORBConfig", "AKAZEConfig"]

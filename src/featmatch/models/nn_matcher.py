@@ -24,7 +24,11 @@ class MNNConfig:
 
 
 class MutualNN:
-    """Match two :class:`Features` by (mutual) nearest neighbour of their descriptors."""
+    """Match two :class:`Features` by (mutual) nearest neighbour of their descriptors.
+
+    Match scores: cosine similarity (``cosine``), ``1 - hamming / bits`` for ``uint8``
+    binary descriptors (in [0, 1]), negative distance for ``l2``.
+    """
 
     def __init__(self, config: MNNConfig = MNNConfig()):
         if config.metric not in ("cosine", "l2", "hamming"):
@@ -41,7 +45,12 @@ class MutualNN:
                                    ratio=c.ratio, mutual=c.mutual)
         idx0 = (m0[0] >= 0).nonzero()[:, 0]
         idx1 = m0[0, idx0]
-        return Matches(f0.keypoints[idx0], f1.keypoints[idx1], s0[0, idx0], idx0, idx1,
+        scores = s0[0, idx0]
+        if f0.descriptors.dtype == torch.uint8:  # -hamming -> 1 - hamming / bits, in [0, 1]
+            scores = (1.0 + scores / (8 * f0.descriptors.shape[-1])).clamp(0.0, 1.0)
+        elif c.metric == "cosine":  # unit vectors; rounding can exceed 1
+            scores = scores.clamp(-1.0, 1.0)
+        return Matches(f0.keypoints[idx0], f1.keypoints[idx1], scores, idx0, idx1,
                        features0=f0, features1=f1)
 
 
