@@ -108,3 +108,10 @@ def test_odd_images_work(tmp_path):
     cv2.imwrite(str(blank), np.full((64, 64), 128, np.uint8))
     res = run("match", str(blank), str(blank), "--model", "xfeat-star")
     assert res.returncode == 0 and "matches:" in res.stdout, res.stderr
+
+
+def test_download_of_models_without_downloadable_weights():
+    res = run("download", "sift")
+    assert res.returncode == 0 and "needs no weights" in res.stdout
+    _one_line_error(run("download", "loftr.outdoor"), 1)
+    _one_line_error(run("download", "nope"), 2)

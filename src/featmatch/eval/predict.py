@@ -35,8 +35,21 @@ class LoadedModel:
     weights_sha256: Optional[str]
 
 
+def split_spec(spec: str) -> tuple[str, str, Optional[str]]:
+    """``"[label=]name[@weights]"`` -> ``(label, name, weights)``.
+
+    ``mine=xfeat@runs/a/model.pt`` evaluates registered model ``xfeat`` with the weight
+    file ``runs/a/model.pt`` under the label ``mine``; the label defaults to the spec.
+    """
+    label, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    name, _, weights = rest.partition("@")
+    name = name.strip()
+    return (label.strip() or spec.strip()), name, (weights.strip() or None)
+
+
 def parse_models(text: str) -> list[str]:
-    """``"xfeat, sift"`` -> ``["xfeat", "sift"]`` (order kept, duplicates removed)."""
+    """``"xfeat, sift"`` -> ``["xfeat", "sift"]`` (order kept, duplicates removed). Each
+    entry may be ``label=name@weights`` (see :func:`split_spec`)."""
     names = []
     for n in (text or "").split(","):
         n = n.strip()
@@ -86,17 +99,22 @@ def load_models(names: Sequence[str], *, resize: Optional[int] = None, max_keypo
     """Validate every name and option first (usage errors before any work), then load."""
     from ..registry import load, make_config, model_card
 
-    for n in names:
+    from ..hub import sha256sum
+
+    specs = [split_spec(s) for s in names]
+    for label, n, weights in specs:
         _check_name(n)
-    overrides = {n: model_overrides(n, resize=resize, max_keypoints=max_keypoints) for n in names}
+        if weights is not None and not Path(weights).is_file():
+            raise UsageError(f"weight file not found for '{label}': {weights}")
+    overrides = {label: model_overrides(n, resize=resize, max_keypoints=max_keypoints) for label, n, _ in specs}
     out = []
-    for n in names:
+    for label, n, weights in specs:
         torch.manual_seed(0)
-        model = load(n, device=device, **overrides[n])
+        model = load(n, device=device, weights=weights, **overrides[label])
         card = model_card(n)
-        sha = card.weights.sha256 if card.weights is not None else None
-        cfg = make_config(n, **overrides[n])
-        out.append(LoadedModel(n, model, config_identity(n, cfg, sha), sha))
+        sha = sha256sum(weights) if weights is not None else (card.weights.sha256 if card.weights is not None else None)
+        cfg = make_config(n, **overrides[label])
+        out.append(LoadedModel(label, model, config_identity(n, cfg, sha), sha))
     return out
 
 
