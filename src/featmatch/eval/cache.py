@@ -52,10 +52,21 @@ def _jsonable(x: Any) -> Any:
     return repr(x)
 
 
+def software_versions() -> dict:
+    """Versions that change predictions: featmatch, torch and OpenCV (classical models)."""
+    import cv2
+    import torch
+
+    from .. import __version__
+
+    return {"featmatch": __version__, "torch": torch.__version__.split("+")[0], "opencv": cv2.__version__}
+
+
 def config_identity(name: str, config: Any, weights_sha256: Optional[str]) -> dict:
-    """What a cached prediction depends on (JSON-able): model, config, weights."""
+    """What a cached prediction depends on (JSON-able): model, config, weights and the
+    software versions (a new OpenCV or featmatch release recomputes)."""
     return {"model": name, "config": _jsonable(config), "weights_sha256": weights_sha256,
-            "cache_version": CACHE_VERSION}
+            "versions": software_versions(), "cache_version": CACHE_VERSION}
 
 
 def config_hash(identity: dict) -> str:
