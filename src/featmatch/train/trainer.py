@@ -201,6 +201,11 @@ class Trainer:
             np.random.seed(cfg.seed)
             random.seed(cfg.seed)
             (self.out / "log.jsonl").unlink(missing_ok=True)
+            if cfg.val_every and self.rank == 0:  # the starting point, for the curves
+                self.model.eval()
+                with torch.no_grad():
+                    self._log({"step": 0, "val": self.recipe.validate(self.model)})
+                torch.manual_seed(cfg.seed)  # validation must not shift the training RNG
         remaining = cfg.steps - self.step
         if remaining <= 0:
             return {}
