@@ -26,3 +26,16 @@ def test_save_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
     with pytest.raises(UsageError, match="differ in length"):
         draw_matches(a, a, np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+
+    from featmatch.io import atomic_path
+
+    out = tmp_path / "f.txt"
+    with atomic_path(out) as tmp:
+        tmp.write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == (0o666 & ~umask)

@@ -22,6 +22,9 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = "") -> Iterator[Pat
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
