@@ -106,3 +106,14 @@ def test_train_cli_end_to_end(photos, tmp_path):
     bad[bad.index(str(out))] = str(tmp_path / "other")
     res = subprocess.run(bad, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "multiples of 32" in res.stderr
+
+
+def test_freeze_bn_keeps_running_statistics(photos, tmp_path):
+    t = _trainer(photos, tmp_path / "fz", 2, freeze_bn=True)
+    before = {k: v.clone() for k, v in t.model.state_dict().items() if "running" in k}
+    t.fit()
+    after = t.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    t2 = _trainer(photos, tmp_path / "nf", 2)
+    t2.fit()
+    assert any(not torch.equal(v, t2.model.state_dict()[k]) for k, v in before.items())

@@ -54,6 +54,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
+                   help="keep BatchNorm statistics fixed (auto: yes with --init official)")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -92,7 +94,8 @@ def build_xfeat_run(args: argparse.Namespace):
         net.load_state_dict(remap_official(state), strict=True)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                       grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
-                      num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed)
+                      num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
+                      freeze_bn=args.freeze_bn == "yes" or (args.freeze_bn == "auto" and args.init == "official"))
     recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher), val_set=val)
     meta = {"method": "xfeat", "images": str(Path(args.images).name), "train_images": len(train_files),
             "val_images": len(val_files), "size": list(size), "init": args.init, "teacher": args.teacher,

@@ -53,6 +53,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers
     seed: int = 0  # torch / numpy / python seed (data has its own seed)
     device: Optional[str] = None  # default: cuda if available (rank-local), else cpu
+    freeze_bn: bool = False  # keep BatchNorm running statistics fixed (fine-tuning with small batches)
 
 
 class Recipe(Protocol):
@@ -184,6 +185,13 @@ class Trainer:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _train_mode(self) -> None:
+        self.train_model.train()
+        if self.cfg.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     # -- main loop ---------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         """Run until ``config.steps``; returns the last validation metrics."""
@@ -222,7 +230,7 @@ class Trainer:
                            mininterval=2.0, dynamic_ncols=True)
             except ImportError:
                 bar = None
-        self.train_model.train()
+        self._train_mode()
         val: dict = {}
         t_last = time.perf_counter()
         amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
@@ -258,7 +266,7 @@ class Trainer:
                     self.model.eval()
                     with torch.no_grad():
                         val = self.recipe.validate(self.model)
-                    self.model.train()
+                    self._train_mode()
                     self._log({"step": self.step, "val": val})
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save()
