@@ -17,6 +17,7 @@ ratio reference / featmatch (> 1 means featmatch is faster).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,15 +28,19 @@ import numpy as np
 import torch
 
 
-def timed(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
+def timed(fns: dict, repeat: int, warmup: int = 1) -> dict:
+    """Median milliseconds of each callable, run round-robin (interleaved) so that every
+    implementation sees the same machine load."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ts: dict = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1000.0
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1000.0 for k, v in ts.items()}
 
 
 def load_images(folder: Path, n: int, size=(640, 480)) -> list[torch.Tensor]:
@@ -93,31 +98,29 @@ def main() -> None:
     print(f"XFeat* match counts: official {len(a0)}, featmatch {len(sm)}")
 
     rows = []
-    # extraction per image
-    t_ref = timed(lambda: [ref.detectAndCompute(x) for x in imgs], args.repeat) / len(imgs)
-    t_fm = timed(lambda: [fm.extract(x) for x in imgs], args.repeat) / len(imgs)
-    t_k = timed(lambda: [kor.detectAndCompute(x) for x in imgs], args.repeat) / len(imgs) if kor else float("nan")
-    rows.append(("XFeat extract (per image)", t_ref, t_k, t_fm))
-    # sparse matching per pair (descriptors given)
-    t_ref = timed(lambda: ref.match(r0["descriptors"], r1["descriptors"], min_cossim=-1), args.repeat)
-    t_fm = timed(lambda: fm.match_features(f0, f1), args.repeat)
-    t_k = (timed(lambda: kor._match_mnn(r0["descriptors"], r1["descriptors"], min_cossim=-1), args.repeat)
-           if kor else float("nan"))
-    rows.append(("XFeat MNN match (per pair)", t_ref, t_k, t_fm))
-    # end to end sparse pair
-    t_ref = timed(lambda: ref.match_xfeat(x0, x1), args.repeat)
-    t_fm = timed(lambda: fm.match(x0, x1), args.repeat)
-    t_k = timed(lambda: kor.match_xfeat(x0, x1), args.repeat) if kor else float("nan")
-    rows.append(("XFeat pair end to end", t_ref, t_k, t_fm))
-    # XFeat* pair
-    t_ref = timed(lambda: ref.match_xfeat_star(x0, x1, top_k=10_000), args.repeat)
-    t_fm = timed(lambda: fm_star.match(x0, x1), args.repeat)
-    t_k = timed(lambda: kor.match_xfeat_star(x0, x1, top_k=10_000), args.repeat) if kor else float("nan")
-    rows.append(("XFeat* pair (official_compat)", t_ref, t_k, t_fm))
-    t_fd = timed(lambda: fm_star_default.match(x0, x1), args.repeat)
-    rows.append(("XFeat* pair (default decoder)", t_ref, t_k, t_fd))
+    nan = float("nan")
 
-    print(f"\n{args.threads} threads, 640x480, median of {args.repeat} runs, torch {torch.__version__}\n")
+    def row(name, ref_fn, kor_fn, fm_fn, per=1):
+        fns = {"ref": ref_fn, "fm": fm_fn}
+        if kor is not None and kor_fn is not None:
+            fns["kor"] = kor_fn
+        t = timed(fns, args.repeat)
+        rows.append((name, t["ref"] / per, t.get("kor", nan) / per, t["fm"] / per))
+
+    row("XFeat extract (per image)", lambda: [ref.detectAndCompute(x) for x in imgs],
+        lambda: [kor.detectAndCompute(x) for x in imgs], lambda: [fm.extract(x) for x in imgs], per=len(imgs))
+    row("XFeat MNN match (per pair)", lambda: ref.match(r0["descriptors"], r1["descriptors"], min_cossim=-1),
+        lambda: kor._match_mnn(r0["descriptors"], r1["descriptors"], min_cossim=-1), lambda: fm.match_features(f0, f1))
+    row("XFeat pair end to end", lambda: ref.match_xfeat(x0, x1), lambda: kor.match_xfeat(x0, x1),
+        lambda: fm.match(x0, x1))
+    row("XFeat* pair (official_compat)", lambda: ref.match_xfeat_star(x0, x1, top_k=10_000),
+        lambda: kor.match_xfeat_star(x0, x1, top_k=10_000), lambda: fm_star.match(x0, x1))
+    row("XFeat* pair (default decoder)", lambda: ref.match_xfeat_star(x0, x1, top_k=10_000), None,
+        lambda: fm_star_default.match(x0, x1))
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else nan
+    print(f"\n{args.threads} threads, 640x480, median of {args.repeat} interleaved runs, torch {torch.__version__}, "
+          f"1-min load average at the end {load:.1f}\n")
     print("| step | official (ms) | kornia (ms) | featmatch (ms) | official / featmatch |")
     print("|---|---:|---:|---:|---:|")
     for name, tr, tk, tf in rows:
