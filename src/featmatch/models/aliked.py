@@ -10,6 +10,15 @@ deformable transformation.
   soft-argmax refinement in a ``(2r+1)^2`` window at temperature 0.1), SDDH descriptors at
   the refined keypoints, mutual nearest-neighbour matching.
 
+Inference (``extract``, no autograd) takes an equivalent faster path
+(:meth:`ALIKEDNet.sparse_maps`, :meth:`SDDH.describe`): BatchNorm folded into the convolutions,
+channels_last layout, a faster SELU, gather-based deformable convolutions, and above all no
+``dim``-channel full-resolution feature map: the score head's linear first layer is applied
+to each aggregated part separately, and the normalised features are computed only at the
+pixels SDDH reads (:class:`SparseFeatureMap`). It matches :meth:`ALIKEDNet.dense` +
+:meth:`SDDH.forward` (kept for training and gradients) to float rounding (about 1e-6); speed
+and memory against the reference and kornia: ``docs/aliked.md``.
+
 The images are padded (replicate) to a multiple of 32 inside the network and the dense maps
 cropped back before detection, so every image size works and keypoints never fall in the
 padding; the two keypoint rows/columns nearest the border (``nms_radius``) are never
@@ -36,7 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from ..ops.deform import deform_conv3x3
+from ..ops.maxfilter import max_filter
 from ..ops.sampling import normalize_grid, sample_at
+from ..ops.selu import CHUNK as SELU_CHUNK
+from ..ops.selu import selu_
 from ..registry import ModelCard, WeightSpec, register
 from ..types import Features
 from .base import Extractor
@@ -225,6 +238,174 @@ class SDDH(nn.Module):
         desc = torch.einsum("bnmc,mcd->bnd", feats.reshape(b, n, m, c), self.agg_weights)
         return F.normalize(desc, p=2, dim=-1)
 
+    def describe(self, fmap: "SparseFeatureMap", keypoints: torch.Tensor) -> torch.Tensor:
+        """Inference-only :meth:`forward` on a :class:`SparseFeatureMap`: the same
+        descriptors, computed from the feature vectors at the pixels SDDH reads (the KxK
+        patches and the four bilinear corners of every sample), in chunks of keypoints.
+
+        Shape: keypoints ``(B, N, 2)`` float ``(x, y)`` pixels -> ``(B, N, dim)``.
+        """
+        b, n = keypoints.shape[:2]
+        h, w = fmap.size
+        c, m, k = fmap.dim, self.samples, self.kernel
+        if n == 0:
+            return keypoints.new_zeros(b, 0, c)
+        limit = max(h, w) / 4.0
+        w1 = self.offset1.weight.permute(0, 2, 3, 1).reshape(2 * m, k * k * c).t()  # rows (ky, kx, c)
+        w2 = self.offset2.weight[:, :, 0, 0].t()
+        wproj = self.sample_proj.weight[:, :, 0, 0].t()
+        agg = self.agg_weights.reshape(m * c, -1)
+        kp = keypoints.reshape(b * n, 2)
+        bidx = torch.arange(b, device=kp.device).repeat_interleave(n)
+        corner = (kp.long().to(kp.dtype) - k / 2 + 1).long()  # as in _patches
+        cx = corner[:, 0].clamp(min=0, max=max(w - 1 - k, 0))
+        cy = corner[:, 1].clamp(min=0, max=max(h - 1 - k, 0))
+        r = torch.arange(k, device=kp.device)
+        out = kp.new_empty(b * n, agg.shape[1])
+        step = max(1, _SDDH_CHUNK_PIXELS // (4 * m))
+        for s in range(0, b * n, step):
+            e = min(s + step, b * n)
+            nc = e - s
+            bi = bidx[s:e]
+            ys = (cy[s:e, None] + r).clamp(max=h - 1)[:, :, None].expand(nc, k, k)
+            xs = (cx[s:e, None] + r).clamp(max=w - 1)[:, None, :].expand(nc, k, k)
+            patch = fmap.at(bi[:, None, None].expand(nc, k, k).reshape(-1), ys.reshape(-1), xs.reshape(-1))[0]
+            off = selu_(torch.addmm(self.offset1.bias, patch.view(nc, k * k * c), w1))
+            off = torch.addmm(self.offset2.bias, off, w2).clamp_(-limit, limit)
+            pos = kp[s:e, None, :] + off.view(nc, 2, m).transpose(1, 2)  # (nc, M, 2)
+            # bilinear sampling with zero padding, as grid_sample(align_corners=True)
+            p0 = pos.floor()
+            frac = pos - p0
+            lx, ly = frac[..., 0], frac[..., 1]
+            x0, y0 = p0[..., 0].long(), p0[..., 1].long()
+            corners_y = torch.stack([y0, y0, y0 + 1, y0 + 1], -1)  # (nc, M, 4)
+            corners_x = torch.stack([x0, x0 + 1, x0, x0 + 1], -1)
+            wts = torch.stack([(1 - lx) * (1 - ly), lx * (1 - ly), (1 - lx) * ly, lx * ly], -1)
+            inside = (corners_x >= 0) & (corners_x <= w - 1) & (corners_y >= 0) & (corners_y <= h - 1)
+            vals, inv = fmap.at(bi[:, None, None].expand(nc, m, 4).reshape(-1),
+                                corners_y.clamp(0, h - 1).reshape(-1), corners_x.clamp(0, w - 1).reshape(-1),
+                                normalize=False)
+            wts = (wts * inside).view(nc * m, 1, 4) * inv.view(nc * m, 1, 4)  # normalisation folded in
+            samples = torch.bmm(wts, vals.view(nc * m, 4, c), out=fmap.scratch("samples", nc * m, c).view(-1, 1, c))
+            feats = torch.mm(samples.view(nc * m, c), wproj, out=fmap.scratch("feats", nc * m, c))
+            selu_(feats, fmap.scratch("s", nc * m * c, 1).view(-1))
+            torch.mm(feats.view(nc, m * c), agg, out=out[s:e])
+        return F.normalize(out, p=2, dim=-1).view(b, n, -1)
+
+
+#: Pixels whose features :meth:`SDDH.describe` evaluates at once (x dim floats each).
+_SDDH_CHUNK_PIXELS = 1 << 14
+
+
+def _fold_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a bias-free convolution followed by an eval-mode BatchNorm."""
+    s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return weight * s[:, None, None, None], bn.bias - bn.running_mean * s
+
+
+def _fast_conv3x3(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``conv`` (plain or deformable 3x3) applied with the given (folded) weight and bias."""
+    if isinstance(conv, DeformConv3x3):
+        limit = max(x.shape[-2:]) / 4.0
+        offset = conv.offset_conv(x).clamp_(-limit, limit)
+        return deform_conv3x3(x, offset, weight, bias)
+    return F.conv2d(x, weight, bias, padding=1)
+
+
+def _fast_block(block: EncoderBlock, x: torch.Tensor, scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Inference-only :meth:`EncoderBlock.forward` (BatchNorm folded, in-place SELU).
+    ``scratch``: a buffer for :func:`selu_`."""
+    y = selu_(_fast_conv3x3(block.conv1, x, *_fold_bn(block.conv1.weight, block.bn1)), scratch)
+    w2, b2 = _fold_bn(block.conv2.weight, block.bn2)
+    if block.shortcut is None:
+        return selu_(_fast_conv3x3(block.conv2, y, w2, b2), scratch)
+    # residual: the 1x1 shortcut as a matrix product accumulated into the conv output in place,
+    # its bias folded into the conv bias
+    y = _fast_conv3x3(block.conv2, y, w2, b2 + block.shortcut.bias)
+    b, c, h, w = y.shape
+    yp = _pixel_major(y).addmm_(_pixel_major(x), block.shortcut.weight[:, :, 0, 0].t())
+    return selu_(yp.view(b, h, w, c).permute(0, 3, 1, 2), scratch)
+
+
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Bias-free 1x1 convolution as one matrix product on the pixel-major layout.
+
+    Shape: x ``(B, C, H, W)``, weight ``(C_out, C)`` -> ``(B, C_out, H, W)`` channels_last.
+    """
+    b, _, h, w = x.shape
+    return (_pixel_major(x) @ weight.t()).view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _pixel_major(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B*H*W, C)`` (a view for a channels_last tensor)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+class SparseFeatureMap:
+    """The L2-normalised ``dim``-channel ALIKED feature map, evaluated at chosen pixels.
+
+    A pixel's vector is the concatenation of ``selu(lateral1(x1))`` there and the bilinear
+    (align_corners) upsampling of the three coarse lateral maps, normalised: the same
+    numbers as :meth:`ALIKEDNet.dense`, without storing the full-resolution map. The coarse
+    maps are kept upsampled along x only; the two rows of a pixel are blended with the
+    weights ``F.interpolate`` uses.
+    """
+
+    def __init__(self, table1: torch.Tensor, shape: tuple[int, int, int], lateral1: torch.Tensor,
+                 rows: list, offset: tuple[int, int], size: tuple[int, int]):
+        self.table1 = table1  # (B*Hp*Wp, c1) block-1 features, pixel-major
+        self.b, self.hp, self.wp = shape
+        self.l1 = lateral1.t()  # (c1, q)
+        self.top, self.left = offset
+        self.size = size  # (H, W) of the (cropped) map
+        self.dim = 4 * lateral1.shape[0]
+        self._buffers: dict[str, torch.Tensor] = {}
+        self.levels = []
+        dst = torch.arange(self.hp, device=table1.device, dtype=torch.float32)
+        for r in rows:  # (B, q, hk, Wp)
+            hk = r.shape[2]
+            # F.interpolate(align_corners=True): source row = dst * (hk - 1) / (Hp - 1), in float32
+            scale = (torch.tensor(float(hk - 1)) / (self.hp - 1)).item() if self.hp > 1 else 0.0
+            src = dst * scale
+            y0 = src.floor().long().clamp_(max=hk - 1)
+            lam = (src - y0).clamp_(0.0, 1.0).to(table1.dtype)
+            y1 = y0 + (y0 < hk - 1).long()
+            self.levels.append((_pixel_major(r), hk, y0, y1, lam))
+
+    def scratch(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        """The first ``rows`` rows of a named ``(>= rows, cols)`` buffer kept for the next
+        calls (its content is not preserved): fresh multi-megabyte allocations cost page
+        faults on every call (glibc returns them to the system), which made up a large part
+        of the time of this gather-heavy code."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
+            buf = self._buffers[name] = self.table1.new_empty(rows, cols)
+        return buf[:rows]
+
+    def at(self, bi: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *,
+           normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature vectors at integer pixels inside the map, and their inverse norms.
+
+        The vectors live in a buffer that the next call overwrites.
+
+        Shape: bi, y, x ``(P,)`` long (batch index, row, column) -> vectors ``(P, dim)``
+        (unit norm if ``normalize``, else as aggregated), inverse norms ``(P, 1)``.
+        """
+        q, p = self.dim // 4, len(y)
+        yp, xp = y + self.top, x + self.left
+        f = self.scratch("f", p, self.dim)
+        g = torch.index_select(self.table1, 0, (bi * self.hp + yp) * self.wp + xp,
+                               out=self.scratch("g", p, self.table1.shape[1]))
+        r0, r1 = self.scratch("r0", p, q), self.scratch("r1", p, q)
+        f[:, :q] = selu_(torch.mm(g, self.l1, out=r0), self.scratch("s", p * q, 1).view(-1))
+        for i, (table, hk, y0, y1, lam) in enumerate(self.levels, 1):
+            base = bi * (hk * self.wp) + xp
+            torch.index_select(table, 0, base + y0[yp] * self.wp, out=r0)
+            torch.index_select(table, 0, base + y1[yp] * self.wp, out=r1)
+            torch.lerp(r0, r1, lam[yp, None], out=f[:, i * q:(i + 1) * q])
+        inv = torch.linalg.vector_norm(f, dim=1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        return (f.mul_(inv) if normalize else f), inv
+
 
 class ALIKEDNet(nn.Module):
     """The ALIKED network (weights only; detection thresholds live in :class:`ALIKED`).
@@ -277,6 +458,63 @@ class ALIKEDNet(nn.Module):
         crop = (..., slice(top, top + h), slice(left, left + w))
         return feats[crop], scores[crop]
 
+    def sparse_maps(self, image: torch.Tensor) -> tuple["SparseFeatureMap", torch.Tensor]:
+        """Inference-only :meth:`dense`: the same scores, and the features as a
+        :class:`SparseFeatureMap` that evaluates them only at the pixels asked for.
+
+        Same maths as :meth:`dense`, rearranged: BatchNorm folded into the convolutions,
+        channels_last layout, :func:`~featmatch.ops.selu.selu_`, deformable convolutions by
+        :func:`~featmatch.ops.deform.deform_conv3x3`, and the score head's first (1x1,
+        linear) convolution distributed over the four aggregated parts, the coarse ones
+        projected to 8 channels before upsampling. The ``dim``-channel full-resolution map
+        (about 0.5 KB per pixel) is never built. Outputs differ from :meth:`dense` by float
+        rounding only (about 1e-6).
+
+        Shape: image ``(B, 3, H, W)`` -> (feature map of ``(B, dim, H, W)``, scores ``(B, 1, H, W)``).
+        """
+        h, w = image.shape[-2:]
+        ph, pw = (-h) % DIVISOR, (-w) % DIVISOR
+        top, left = ph // 2, pw // 2
+        x = F.pad(image, (left, pw - left, top, ph - top), mode="replicate") if ph or pw else image
+        x = x.contiguous(memory_format=torch.channels_last)
+        scratch = x.new_empty(SELU_CHUNK)  # one SELU buffer for the whole call
+        x1 = _fast_block(self.enc1, x, scratch)
+        x2 = _fast_block(self.enc2, F.avg_pool2d(x1, 2), scratch)
+        x3 = _fast_block(self.enc3, F.avg_pool2d(x2, 4), scratch)
+        x4 = _fast_block(self.enc4, F.avg_pool2d(x3, 4), scratch)
+        b, c1, hp, wp = x1.shape
+        q = self.lateral1.out_channels
+        proj = self.score_head.conv1.weight[:, :, 0, 0]  # (8, 4q) over the concatenated parts
+        # full-resolution part: selu(lateral1(x1)) projected to 8 channels, in cache-sized chunks
+        table1 = _pixel_major(x1)
+        l1 = self.lateral1.weight[:, :, 0, 0].t()
+        p1 = proj[:, :q]
+        npix = b * hp * wp
+        s8 = x1.new_empty(npix, proj.shape[0])
+        step = min(npix, max(1, SELU_CHUNK // q))
+        abuf, tbuf = x1.new_empty(step, q), x1.new_empty(proj.shape[0], step)
+        for i in range(0, npix, step):
+            n = min(step, npix - i)
+            a = selu_(torch.mm(table1[i:i + n], l1, out=abuf[:n]), scratch)
+            # (8, q) @ (q, n) is about twice as fast as (n, q) @ (q, 8) with MKL
+            t = torch.mm(p1, a.t(), out=tbuf) if n == step else p1 @ a.t()
+            s8[i:i + n] = t.t()
+        s8 = s8.view(b, hp, wp, -1)
+        rows = []
+        for i, (lateral, xi) in enumerate(((self.lateral2, x2), (self.lateral3, x3), (self.lateral4, x4)), 1):
+            yi = selu_(_conv1x1(xi, lateral.weight[:, :, 0, 0]), scratch)
+            zi = _conv1x1(yi, proj[:, i * q:(i + 1) * q])
+            s8 += F.interpolate(zi, size=(hp, wp), mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+            # upsampled along x only: SparseFeatureMap interpolates the two rows it needs
+            rows.append(F.interpolate(yi, size=(yi.shape[2], wp), mode="bilinear", align_corners=True))
+        head = self.score_head
+        s = selu_(s8.permute(0, 3, 1, 2), scratch)
+        s = selu_(F.conv2d(s, head.conv2.weight, padding=1), scratch)
+        s = selu_(F.conv2d(s, head.conv3.weight, padding=1), scratch)
+        scores = torch.sigmoid_(F.conv2d(s, head.conv4.weight, padding=1))
+        fmap = SparseFeatureMap(table1, (b, hp, wp), self.lateral1.weight[:, :, 0, 0], rows, (top, left), (h, w))
+        return fmap, scores[..., top:top + h, left:left + w]
+
 
 _OFFICIAL_RENAMES = (
     (r"^block(\d)\.", r"enc\1."),
@@ -317,7 +555,7 @@ def iterative_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     k = 2 * radius + 1
 
     def pool(t: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(t, kernel_size=k, stride=1, padding=radius)
+        return max_filter(t, k)  # = F.max_pool2d(t, k, 1, radius), separable and faster on CPU
 
     zeros = torch.zeros_like(scores)
     is_max = scores == pool(scores)
@@ -459,11 +697,12 @@ class ALIKED(Extractor):
         b, _, h, w = x.shape
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        feats, scores = self.net.dense(x)
+        fast = not torch.is_grad_enabled()  # the differentiable dense path when training
+        feats, scores = self.net.sparse_maps(x) if fast else self.net.dense(x)
         pos, mask = detect_keypoints(scores, radius=c.nms_radius, top_k=c.top_k,
                                      threshold=float(c.detection_threshold))
         kp, kscores = refine_keypoints(scores, pos, c.nms_radius)
-        desc = self.net.sddh(feats, kp)
+        desc = self.net.sddh.describe(feats, kp) if fast else self.net.sddh(feats, kp)
         kp = kp.masked_fill(~mask[..., None], 0.0)
         kscores = kscores.masked_fill(~mask, 0.0)
         desc = desc.masked_fill(~mask[..., None], 0.0)
