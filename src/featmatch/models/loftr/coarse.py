@@ -85,6 +85,30 @@ def dual_softmax(sim: torch.Tensor, temperature: float, mask0: Optional[torch.Te
     return (conf, log_conf) if return_log else conf
 
 
+def dual_softmax_inference(feat0: torch.Tensor, feat1: torch.Tensor, temperature: float,
+                           mask0: Optional[torch.Tensor] = None, mask1: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`dual_softmax` of :func:`similarity` without autograd, with fewer passes over the
+    ``(N, L, S)`` matrix: the scales ``1 / (C t)`` are applied to ``feat0`` before the GEMM,
+    the column softmax runs in place on the logits (``exp(x - max) / sum`` along columns;
+    PyTorch's softmax over a non-last dimension is several times slower) and multiplies the
+    row softmax in place. Equal to :func:`dual_softmax` up to float rounding.
+
+    Shape: feat0 ``(N, L, C)``, feat1 ``(N, S, C)``, masks ``(N, L)``/``(N, S)`` bool -> ``(N, L, S)``.
+    """
+    if feat0.dtype in (torch.float16, torch.bfloat16):
+        return dual_softmax(similarity(feat0, feat1), temperature, mask0, mask1)
+    logits = torch.bmm(feat0 * (1.0 / (feat0.shape[-1] * temperature)), feat1.transpose(1, 2))
+    valid = _pair_mask(mask0, mask1)
+    if valid is not None:
+        logits.masked_fill_(~valid, MASKED_LOGIT)
+    conf = torch.softmax(logits, dim=2)
+    col = logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    conf.mul_(col.div_(col.sum(dim=1, keepdim=True)))
+    if valid is not None:
+        conf.masked_fill_(~valid, 0.0)
+    return conf
+
+
 def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iters: int,
                           mask0: Optional[torch.Tensor] = None, mask1: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Entropic optimal transport with a dustbin row and column, in log space.

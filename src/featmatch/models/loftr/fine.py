@@ -27,11 +27,17 @@ def crop_windows(fmap: torch.Tensor, b: torch.Tensor, cells: torch.Tensor, coars
     ``row * coarse_w + col``) -> ``(M, window * window, C)``, positions row-major.
     """
     r = window // 2
-    padded = F.pad(fmap, (r, r, r, r))
-    offs = torch.arange(window, device=fmap.device)
-    rows = (cells // coarse_w * stride)[:, None] + offs  # top row of the window in padded coords
+    hf, wf = fmap.shape[-2:]
+    offs = torch.arange(-r, r + 1, device=fmap.device)
+    rows = (cells // coarse_w * stride)[:, None] + offs  # (M, w) window rows in the map
     cols = (cells % coarse_w * stride)[:, None] + offs
-    win = padded.permute(0, 2, 3, 1)[b[:, None, None], rows[:, :, None], cols[:, None, :]]  # (M, w, w, C)
+    # gather from the (B, Hf, Wf, C) view (contiguous for a channels-last map) with clamped
+    # indices, then zero the positions outside the map: no padded copy of the whole map
+    win = fmap.permute(0, 2, 3, 1)[b[:, None, None], rows.clamp(0, hf - 1)[:, :, None],
+                                   cols.clamp(0, wf - 1)[:, None, :]]  # (M, w, w, C)
+    outside = ((rows < 0) | (rows >= hf))[:, :, None] | ((cols < 0) | (cols >= wf))[:, None, :]
+    if bool(outside.any()):
+        win = win.masked_fill_(outside[..., None], 0.0)
     return win.reshape(b.shape[0], window * window, fmap.shape[1])
 
 
@@ -65,10 +71,14 @@ class FinePreprocess(nn.Module):
         win1 = crop_windows(fine1, b, j, coarse_w1, self.window, fine1.shape[-1] // coarse_w1)
         if not self.concat_coarse:
             return win0, win1
-        ctx = self.down_proj(torch.cat([coarse0[b, i], coarse1[b, j]], 0))  # (2M, Cf)
-        both = torch.cat([win0, win1], 0)
-        merged = self.merge_feat(torch.cat([both, ctx[:, None, :].expand_as(both)], -1))
-        return merged[: b.shape[0]], merged[b.shape[0]:]
+        # merge_feat([window, ctx]) = window @ W_win^T + (ctx @ W_ctx^T + bias): the context
+        # term once per match instead of once per window position, no concatenated copies
+        cf = win0.shape[-1]
+        w = self.merge_feat.weight
+        ctx0 = F.linear(self.down_proj(coarse0[b, i]), w[:, cf:], self.merge_feat.bias)  # (M, Cf)
+        ctx1 = F.linear(self.down_proj(coarse1[b, j]), w[:, cf:], self.merge_feat.bias)
+        w_win = w[:, :cf]
+        return F.linear(win0, w_win).add_(ctx0[:, None, :]), F.linear(win1, w_win).add_(ctx1[:, None, :])
 
 
 def expectation_and_std(win0: torch.Tensor, win1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

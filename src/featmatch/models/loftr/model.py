@@ -37,8 +37,8 @@ from ...errors import UsageError, WeightsError
 from ...types import Matches, check_shape
 from ..base import DenseMatcher
 from .backbone import ResNetFPN, sine_position_encoding
-from .coarse import (CoarseMatches, CoarseMatching, border_keep, dual_softmax, select_dual_softmax_blocked,
-                     select_matches, similarity)
+from .coarse import (CoarseMatches, CoarseMatching, border_keep, dual_softmax, dual_softmax_inference,
+                     select_dual_softmax_blocked, select_matches, similarity)
 from .fine import FinePreprocess, expectation_and_std
 from .transformer import LocalFeatureTransformer
 
@@ -206,9 +206,30 @@ class LoFTR(DenseMatcher):
         (with positional encoding), fine ``(B, Cf, H/2, W/2)``.
         """
         coarse, fine = self.backbone(image)
-        pe = sine_position_encoding(coarse.shape[1], coarse.shape[2], coarse.shape[3],
-                                    fixed=self.config.pos_encoding_fix, device=coarse.device, dtype=coarse.dtype)
-        return coarse + pe, fine
+        pe = self._position_encoding(coarse)
+        if torch.is_grad_enabled() and coarse.requires_grad:
+            return coarse + pe, fine
+        return coarse.add_(pe), fine
+
+    def _position_encoding(self, coarse: torch.Tensor) -> torch.Tensor:
+        """The positional encoding for ``coarse``'s size, device and dtype, computed once per
+        combination (a small per-instance cache; constants, not state-dict entries), in
+        ``coarse``'s memory layout."""
+        cl = coarse.is_contiguous(memory_format=torch.channels_last) and not coarse.is_contiguous()
+        key = (tuple(coarse.shape[1:]), coarse.device, coarse.dtype, self.config.pos_encoding_fix, cl)
+        cache = self.__dict__.setdefault("_pe_cache", {})
+        pe = cache.get(key)
+        if pe is None:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, also usable in training
+                pe = sine_position_encoding(coarse.shape[1], coarse.shape[2], coarse.shape[3],
+                                            fixed=self.config.pos_encoding_fix, device=coarse.device,
+                                            dtype=coarse.dtype)
+                if cl:
+                    pe = pe.contiguous(memory_format=torch.channels_last)
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = pe
+        return pe
 
     def transform(self, coarse0: torch.Tensor, coarse1: torch.Tensor, mask0: Optional[torch.Tensor] = None,
                   mask1: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +334,9 @@ class LoFTR(DenseMatcher):
             rows = max(1, c.max_matrix_elements // max(1, n * s))
             return select_dual_softmax_blocked(lambda r0, r1: similarity(t0[:, r0:r1], t1), n, l, s,
                                                c.temperature, c.threshold, keep0, keep1, m0, m1, rows)
-        if c.match_type == "dual_softmax":
+        if c.match_type == "dual_softmax" and not (torch.is_grad_enabled() and t0.requires_grad):
+            conf = dual_softmax_inference(t0, t1, c.temperature, m0, m1)
+        elif c.match_type == "dual_softmax":
             conf = dual_softmax(similarity(t0, t1), c.temperature, m0, m1)
         else:
             conf, _ = self.confidence(t0, t1, m0, m1)

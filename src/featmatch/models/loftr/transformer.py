@@ -14,29 +14,44 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _elu_plus_one(x: torch.Tensor) -> torch.Tensor:
+    """The feature map ``elu(x) + 1``. Without autograd as ``exp(min(x, 0)) + max(x, 0)``
+    in place (equal up to float rounding; PyTorch's CPU ``elu`` kernel is several times
+    slower than these three passes)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.elu(x) + 1.0
+    return x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
+
+
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_mask: Optional[torch.Tensor] = None,
                      kv_mask: Optional[torch.Tensor] = None, eps: float = 1e-6) -> torch.Tensor:
     """Multi-head linear attention with the ``elu + 1`` kernel.
 
-    ``out_l = phi(q_l) sum_s phi(k_s) v_s^T / (phi(q_l) . sum_s phi(k_s))``; masked keys
-    and values are zeroed, masked queries give zeros. Values are divided by the sequence
-    length before the sums (and the result multiplied back) to keep fp16 finite.
+    ``out_l = phi(q_l) sum_s phi(k_s) v_s^T / (phi(q_l) . sum_s phi(k_s) + eps)``; masked keys
+    and values are zeroed, masked queries give zeros. The reference divides the values by
+    the sequence length ``S`` before the sums and multiplies the result back (to keep fp16
+    finite); the two cancel, so float32/float64 skip them and half precision keeps them.
 
     Shape: q ``(N, L, H, D)``, k ``(N, S, H, D)``, v ``(N, S, H, V)``, masks ``(N, L)`` /
     ``(N, S)`` bool -> ``(N, L, H, V)``.
     """
-    qf = F.elu(q) + 1.0
-    kf = F.elu(k) + 1.0
+    qf = _elu_plus_one(q)
+    kf = _elu_plus_one(k)
     if q_mask is not None:
         qf = qf * q_mask[:, :, None, None]
     if kv_mask is not None:
         kf = kf * kv_mask[:, :, None, None]
         v = v * kv_mask[:, :, None, None]
     s = v.shape[1]
-    v = v / s
+    half = v.dtype in (torch.float16, torch.bfloat16)
+    if half:
+        v = v / s
     kv = torch.einsum("nshd,nshv->nhdv", kf, v)
-    norm = 1.0 / (torch.einsum("nlhd,nhd->nlh", qf, kf.sum(dim=1)) + eps)
-    return torch.einsum("nlhd,nhdv->nlhv", qf, kv) * norm[..., None] * s
+    denom = torch.einsum("nlhd,nhd->nlh", qf, kf.sum(dim=1)) + eps
+    out = torch.einsum("nlhd,nhdv->nlhv", qf, kv)
+    if half:
+        return out * (s / denom)[..., None]
+    return out / denom[..., None]
 
 
 def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_mask: Optional[torch.Tensor] = None,
@@ -83,8 +98,12 @@ class AttentionLayer(nn.Module):
                 source_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         n, c = x.shape[0], x.shape[2]
         split = (n, -1, self.heads, c // self.heads)
-        msg = self.attend(self.q_proj(x).view(split), self.k_proj(source).view(split),
-                          self.v_proj(source).view(split), x_mask, source_mask)
+        if source is x:  # self-attention: one GEMM for the three projections
+            q, k, v = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])).split(c, -1)
+        else:  # one GEMM for keys and values
+            q = self.q_proj(x)
+            k, v = F.linear(source, torch.cat([self.k_proj.weight, self.v_proj.weight])).split(c, -1)
+        msg = self.attend(q.reshape(split), k.reshape(split), v.reshape(split), x_mask, source_mask)
         msg = self.norm1(self.merge(msg.reshape(n, -1, c)))
         msg = self.norm2(self.mlp(torch.cat([x, msg], dim=2)))
         return x + msg
