@@ -12,13 +12,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import featmatch
 from featmatch.errors import UsageError, WeightsError, WeightsNotFoundError
 from featmatch.models.loftr.backbone import sine_position_encoding
-from featmatch.models.loftr.coarse import (border_keep, dual_softmax, log_optimal_transport,
-                                           select_dual_softmax_blocked, select_matches)
-from featmatch.models.loftr.transformer import LocalFeatureTransformer
+from featmatch.models.loftr.coarse import (border_keep, dual_softmax, dual_softmax_inference, log_optimal_transport,
+                                           select_dual_softmax_blocked, select_matches, similarity)
+from featmatch.models.loftr.fine import crop_windows
+from featmatch.models.loftr.transformer import LocalFeatureTransformer, linear_attention
 from featmatch.types import Matches
 
 from conftest import FIXTURES, textured
@@ -369,6 +371,122 @@ def test_forward_with_padding_masks(tiny):
     assert len(out["i"]) > 0 and (rows_i < 12 - 2).all() and (rows_j < 12 - 2).all()
     conf = out["conf"].view(1, 16, 16, 16, 16)
     assert conf[:, 12:].abs().max() == 0 and conf[..., 12:, :].abs().max() == 0
+
+
+# ----------------------------------------------------------------------------- fast inference paths
+def test_eval_backbone_equals_plain_modules():
+    """Eval mode folds BatchNorm into the convolutions and runs channels-last on CPU; the
+    plain module path (as in training, here with the BatchNorms' running statistics) gives
+    the same maps (float64: equal to rounding)."""
+    torch.manual_seed(0)
+    m = featmatch.load("loftr.tiny", pretrained=False).double().eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in m.backbone.state_dict().items():
+            if name.endswith("running_mean"):
+                t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) * 0.1)
+            elif name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) + 0.5)
+    bb = m.backbone
+    x = torch.rand(2, 1, 64, 96, dtype=torch.float64, generator=g)
+
+    def plain(x):  # the reference computation with the modules' own forward (eval BatchNorm)
+        def block(blk, x):
+            out = F.relu(blk.bn1(blk.conv1(x)))
+            out = blk.bn2(blk.conv2(out))
+            return F.relu((x if blk.downsample is None else blk.downsample(x)) + out)
+
+        s1 = F.relu(bb.bn1(bb.conv1(x)))
+        for blk in bb.layer1:
+            s1 = block(blk, s1)
+        s2 = s1
+        for blk in bb.layer2:
+            s2 = block(blk, s2)
+        s3 = s2
+        for blk in bb.layer3:
+            s3 = block(blk, s3)
+        coarse = bb.layer3_outconv(s3)
+        up = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=True)
+        mid = bb.layer2_outconv2(bb.layer2_outconv(s2) + up)
+        up = F.interpolate(mid, scale_factor=2.0, mode="bilinear", align_corners=True)
+        return coarse, bb.layer1_outconv2(bb.layer1_outconv(s1) + up)
+
+    with torch.no_grad():
+        ref_c, ref_f = plain(x)
+        c, f = bb(x)
+    assert torch.allclose(c, ref_c, atol=1e-10) and torch.allclose(f, ref_f, atol=1e-10)
+    x32 = x.float()
+    with torch.no_grad():
+        c32, f32 = bb.float()(x32)
+    assert c32.is_contiguous(memory_format=torch.channels_last)  # the CPU fast path
+    assert (f32.double() - ref_f).abs().max() < 1e-4
+
+
+def test_dual_softmax_inference_equals_dual_softmax():
+    g = torch.Generator().manual_seed(0)
+    f0 = torch.randn(2, 30, 16, generator=g) * 2
+    f1 = torch.randn(2, 22, 16, generator=g) * 2
+    m0 = torch.ones(2, 30, dtype=torch.bool)
+    m0[1, -7:] = False
+    m1 = torch.ones(2, 22, dtype=torch.bool)
+    m1[0, :3] = False
+    for masks in ((None, None), (m0, None), (None, m1), (m0, m1)):
+        ref = dual_softmax(similarity(f0, f1), 0.1, *masks)
+        out = dual_softmax_inference(f0, f1, 0.1, *masks)
+        assert torch.allclose(out, ref, atol=1e-6, rtol=1e-5)
+        assert torch.equal(out == 0, ref == 0)
+
+
+def test_crop_windows_equals_unfold_including_borders():
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.randn(2, 6, 16, 20, generator=g)  # fine map of a 4 x 5 coarse grid (stride 4)
+    b = torch.tensor([0, 1, 1, 0, 1])
+    cells = torch.tensor([0, 4, 19, 7, 15])  # corners and inner cells
+    ref = F.unfold(fmap, 5, padding=2, stride=4)  # (B, C * 25, cells)
+    ref = ref.view(2, 6, 25, 20)[b, :, :, cells].transpose(1, 2)  # (M, 25, C)
+    assert torch.equal(crop_windows(fmap, b, cells, 5, 5, 4), ref)
+    assert torch.equal(crop_windows(fmap.contiguous(memory_format=torch.channels_last), b, cells, 5, 5, 4), ref)
+
+
+def test_linear_attention_fast_path_equals_autograd_path():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 40, 4, 8, generator=g) * 2 for _ in range(3))
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False
+    for masks in ((None, None), (mask, mask)):
+        with torch.no_grad():
+            fast = linear_attention(q, k, v, *masks)
+        slow = linear_attention(q.requires_grad_(), k, v, *masks)
+        q.requires_grad_(False)
+        assert torch.allclose(fast, slow, atol=1e-5)
+        # the reference formula: values divided by S and the result multiplied back
+        qf, kf = F.elu(q) + 1, F.elu(k) + 1
+        vv = v
+        if masks[0] is not None:
+            qf, kf, vv = qf * mask[:, :, None, None], kf * mask[:, :, None, None], v * mask[:, :, None, None]
+        kv = torch.einsum("nshd,nshv->nhdv", kf, vv / 40)
+        z = 1 / (torch.einsum("nlhd,nhd->nlh", qf, kf.sum(1)) + 1e-6)
+        assert torch.allclose(fast, torch.einsum("nlhd,nhdv->nlhv", qf, kv) * z[..., None] * 40, atol=1e-5)
+
+
+def test_training_after_inference_and_cached_position_encoding():
+    """The positional encoding is cached per size (also when first built under inference
+    mode); a training step afterwards still backpropagates, and eval outputs are unchanged."""
+    torch.manual_seed(0)
+    m = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0)
+    a, b = _pair()
+    first = m.match(a, b)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.rand(1, 1, 120, 160)
+    m.train()
+    out = m(x, x.flip(-1))
+    out["log_conf"].logsumexp((1, 2)).sum().backward()
+    grads = [p.grad for p in m.backbone.layer3.parameters()]  # the coarse branch of the backbone
+    assert all(gr is not None for gr in grads) and any(gr.abs().sum() > 0 for gr in grads)
+    m.eval()
+    m.load_state_dict(state)  # training mode updated the BatchNorm statistics
+    again = m.match(a, b)
+    assert len(again) == len(first) and torch.equal(again.points1, first.points1)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -32,16 +32,12 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tens
 
 
 def _conv(x: torch.Tensor, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d] = None) -> torch.Tensor:
-    """``conv`` (and the folded eval-mode ``bn``), channels-last on CPU (weights converted,
-    so the output is channels-last whatever the input layout)."""
+    """``conv`` (and the folded eval-mode ``bn``), channels-last on CPU with oneDNN (weights
+    converted, so the output is channels-last whatever the input layout)."""
     w, b = (conv.weight, conv.bias) if bn is None else _fold(conv, bn)
-    if x.device.type != "cpu":
-        return F.conv2d(x, w, b, conv.stride, conv.padding)
-    if w.shape[-2:] == (1, 1) and conv.stride == (1, 1) and x.is_contiguous(memory_format=torch.channels_last):
-        # a 1x1 convolution is a GEMM over the (B, H, W, C) view; PyTorch would send a
-        # single-threaded one to its slow im2col path, with a copy back to NCHW
-        return F.linear(x.permute(0, 2, 3, 1), w.flatten(1), b).permute(0, 3, 1, 2)
-    return F.conv2d(x, w.contiguous(memory_format=torch.channels_last), b, conv.stride, conv.padding)
+    if x.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        w = w.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, w, b, conv.stride, conv.padding)
 
 
 def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

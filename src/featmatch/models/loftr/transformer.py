@@ -98,12 +98,8 @@ class AttentionLayer(nn.Module):
                 source_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         n, c = x.shape[0], x.shape[2]
         split = (n, -1, self.heads, c // self.heads)
-        if source is x:  # self-attention: one GEMM for the three projections
-            q, k, v = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])).split(c, -1)
-        else:  # one GEMM for keys and values
-            q = self.q_proj(x)
-            k, v = F.linear(source, torch.cat([self.k_proj.weight, self.v_proj.weight])).split(c, -1)
-        msg = self.attend(q.reshape(split), k.reshape(split), v.reshape(split), x_mask, source_mask)
+        msg = self.attend(self.q_proj(x).view(split), self.k_proj(source).view(split),
+                          self.v_proj(source).view(split), x_mask, source_mask)
         msg = self.norm1(self.merge(msg.reshape(n, -1, c)))
         msg = self.norm2(self.mlp(torch.cat([x, msg], dim=2)))
         return x + msg
