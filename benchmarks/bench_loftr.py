@@ -21,8 +21,9 @@ What it does:
    matches, so both run with the same lowered threshold (``--threshold``, default 0: every
    mutual nearest neighbour off the border is compared). A failure stops the script with exit
    code 1. Random weights also give few coarse matches, so the fine stage is timed on its
-   own as well, on ``--fine-matches`` random coarse pairs (the same for both; expectations
-   checked within 1e-3 px): with real weights a 640x480 pair has hundreds to thousands.
+   own as well, on ``--fine-matches`` random coarse pairs and the same input features
+   (kornia's; refined offsets checked within 1e-3 px): with real weights a 640x480 pair has
+   hundreds to thousands of matches.
 4. Times both interleaved: each repeat runs every implementation once, in a rotating order,
    so they see the same machine load; one warm-up round first. Reported: median seconds per
    pair, interquartile range, and the ratio kornia / featmatch (> 1: featmatch faster), plus
@@ -51,7 +52,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 TOL_PX, TOL_CONF = 1e-3, 1e-4
@@ -144,18 +144,18 @@ def check_pair(ref, fm, x0, x1) -> tuple[bool, str]:
 
 def fine_stage_fns(ref, fm, x0, x1, n_matches: int, seed: int):
     """The fine stage alone (windows, fine transformer, expectation) on the same random
-    coarse matches; each implementation uses its own backbone and coarse features."""
+    coarse matches and the same inputs: kornia's fine maps and coarse transformer tokens
+    (given to featmatch in the channels-last layout its CPU backbone produces), so only
+    the fine stage's own computations differ."""
     x = torch.cat([x0, x1])
-    with torch.inference_mode():
-        # kornia: its forward() steps up to the coarse transformer
+    with torch.inference_mode():  # kornia's forward() steps up to the coarse transformer
         feats = ref.extract_features(x)
         kc, kf = feats["coarse"], feats["fine"]
         tok = kc.permute(0, 2, 3, 1).reshape(2, -1, kc.shape[1]).contiguous()
-        kt0, kt1 = ref.loftr_coarse(tok[:1], tok[1:])
-        # featmatch
-        (c0, f0), (c1, f1) = fm._encode_pair(x0, x1)
-        t0, t1 = fm.transform(c0, c1)
-    h, w = c0.shape[-2:]
+        t0, t1 = ref.loftr_coarse(tok[:1], tok[1:])
+        f0, f1 = kf[:1], kf[1:]
+        f0_cl, f1_cl = (f.contiguous(memory_format=torch.channels_last) for f in (f0, f1))
+    h, w = kc.shape[-2:]
     g = torch.Generator().manual_seed(seed)
     n_matches = min(n_matches, h * w)
     i = torch.randperm(h * w, generator=g)[:n_matches]
@@ -166,13 +166,13 @@ def fine_stage_fns(ref, fm, x0, x1, n_matches: int, seed: int):
         data = {"b_ids": b, "i_ids": i, "j_ids": j, "stride_c": 8, "stride_f": 2, "mconf": torch.ones(n_matches),
                 "mkpts0_c": torch.stack([i % w, i // w], 1).float() * 8,
                 "mkpts1_c": torch.stack([j % w, j // w], 1).float() * 8}
-        w0, w1 = ref.fine_preprocess(kf[:1], kf[1:], kt0, kt1, data)
+        w0, w1 = ref.fine_preprocess(f0, f1, t0, t1, data)
         w0, w1 = ref.loftr_fine(w0, w1)
         ref.fine_matching(w0, w1, data)
         return data["expec_f"][:, :2]
 
     def run_featmatch():
-        return fm.refine(f0, f1, t0, t1, b, i, j, w, w)[0]
+        return fm.refine(f0_cl, f1_cl, t0, t1, b, i, j, w, w)[0]
 
     return {"kornia": run_kornia, "featmatch": run_featmatch}
 
