@@ -5,35 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def window_max(scores: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Maximum over a ``kernel_size`` x ``kernel_size`` window (stride 1, -inf padding).
-
-    Equal to ``F.max_pool2d(scores, k, 1, k // 2)`` but computed separably with shifted
-    ``torch.maximum`` calls, which is several times faster on CPU for small windows.
-
-    Shape:
-        scores: ``(B, C, H, W)``; returns the same shape.
-    """
-    r = kernel_size // 2
-    if kernel_size % 2 == 0 or r == 0 or r > 4:
-        return F.max_pool2d(scores, kernel_size=kernel_size, stride=1, padding=r)
-    out = scores.clone()
-    w = scores.shape[-1]
-    for d in range(1, r + 1):  # along x
-        if d >= w:
-            break
-        out[..., :, d:] = torch.maximum(out[..., :, d:], scores[..., :, :-d])
-        out[..., :, :-d] = torch.maximum(out[..., :, :-d], scores[..., :, d:])
-    rows = out
-    out = rows.clone()
-    h = scores.shape[-2]
-    for d in range(1, r + 1):  # along y
-        if d >= h:
-            break
-        out[..., d:, :] = torch.maximum(out[..., d:, :], rows[..., :-d, :])
-        out[..., :-d, :] = torch.maximum(out[..., :-d, :], rows[..., d:, :])
-    return out
+from .maxfilter import max_filter
 
 
 def simple_nms(scores: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -42,7 +14,9 @@ def simple_nms(scores: torch.Tensor, kernel_size: int) -> torch.Tensor:
     Shape:
         scores: ``(B, 1, H, W)``; returns ``(B, 1, H, W)`` bool.
     """
-    return scores == window_max(scores, kernel_size)
+    if kernel_size % 2 == 1:
+        return scores == max_filter(scores, kernel_size)
+    return scores == F.max_pool2d(scores, kernel_size=kernel_size, stride=1, padding=kernel_size // 2)
 
 
 def nms_points(scores: torch.Tensor, kernel_size: int, threshold: float):
