@@ -35,19 +35,21 @@ class MixedPairs(torch.utils.data.Dataset):
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", choices=("xfeat",), help="what to train")
+    p.add_argument("method", choices=("xfeat", "loftr"), help="what to train (loftr: the loftr.tiny preset)")
     p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs")
     p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out at its last step")
-    p.add_argument("--init", choices=("scratch", "official"), default="scratch")
+    p.add_argument("--init", choices=("scratch", "official"), default="scratch",
+                   help="official: start from the released weights (xfeat only)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--size", default="320x256", help="training image size WxH (multiples of 32)")
-    p.add_argument("--teacher", default="aliked.t16", help="keypoint teacher: featmatch model name or 'fast'")
+    p.add_argument("--teacher", default="aliked.t16", help="xfeat: keypoint teacher, a featmatch model name or 'fast'")
+    p.add_argument("--coarse-loss", choices=("focal", "nll"), default="focal", help="loftr: coarse loss")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--workers", type=int, default=0)
@@ -68,14 +70,12 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def build_xfeat_run(args: argparse.Namespace):
+def _datasets(args: argparse.Namespace, size: tuple[int, int]):
+    """Training pairs (synthetic, optionally mixed with depth pairs) and held-out synthetic
+    pairs from every 10th photo."""
     from ..data import SyntheticConfig, SyntheticPairs, list_images
     from ..data.depth_pairs import DepthPairs
-    from ..models.xfeat import XFeatNet
-    from .recipes.xfeat import XFeatRecipe, XFeatRecipeConfig
-    from .trainer import TrainConfig, Trainer
 
-    size = _parse_size(args.size)
     files = list_images(args.images)
     val_files = files[::10] if len(files) >= 10 else files
     train_files = [f for f in files if f not in val_files] or files
@@ -83,6 +83,45 @@ def build_xfeat_run(args: argparse.Namespace):
     val = SyntheticPairs(val_files, SyntheticConfig(size=size, seed=args.seed + 1_000_003))
     if args.pairs:
         train = MixedPairs(train, DepthPairs(args.pairs, size=size), args.batch_size, seed=args.seed)
+    meta = {"images": str(Path(args.images).name), "train_images": len(train_files), "val_images": len(val_files),
+            "size": list(size), "init": args.init, "pairs": bool(args.pairs)}
+    return train, val, meta
+
+
+def _train_config(args: argparse.Namespace, freeze_bn: bool):
+    from .trainer import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+                       grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
+                       num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
+                       freeze_bn=freeze_bn)
+
+
+def build_loftr_run(args: argparse.Namespace):
+    """Trainer of the ``loftr.tiny`` preset from random weights."""
+    from ..registry import make_config
+    from ..models.loftr import LoFTR
+    from .recipes.loftr import LoFTRRecipe, LoFTRRecipeConfig
+    from .trainer import Trainer
+
+    if args.init != "scratch":
+        raise UsageError("featmatch has no official LoFTR weights to start from; use --init scratch")
+    size = _parse_size(args.size)
+    train, val, meta = _datasets(args, size)
+    torch.manual_seed(args.seed)
+    net = LoFTR(make_config("loftr.tiny"))
+    recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss), val_set=val)
+    meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
+    return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
+
+
+def build_xfeat_run(args: argparse.Namespace):
+    from ..models.xfeat import XFeatNet
+    from .recipes.xfeat import XFeatRecipe, XFeatRecipeConfig
+    from .trainer import Trainer
+
+    size = _parse_size(args.size)
+    train, val, meta = _datasets(args, size)
     torch.manual_seed(args.seed)
     net = XFeatNet()
     if args.init == "official" and not args.resume:
@@ -92,14 +131,9 @@ def build_xfeat_run(args: argparse.Namespace):
         from ..models.xfeat import remap_official
 
         net.load_state_dict(remap_official(state), strict=True)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
-                      grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
-                      num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
-                      freeze_bn=args.freeze_bn == "yes" or (args.freeze_bn == "auto" and args.init == "official"))
+    cfg = _train_config(args, args.freeze_bn == "yes" or (args.freeze_bn == "auto" and args.init == "official"))
     recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher), val_set=val)
-    meta = {"method": "xfeat", "images": str(Path(args.images).name), "train_images": len(train_files),
-            "val_images": len(val_files), "size": list(size), "init": args.init, "teacher": args.teacher,
-            "pairs": bool(args.pairs)}
+    meta.update({"method": "xfeat", "teacher": args.teacher})
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
 
 
@@ -109,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
-    trainer = build_xfeat_run(args)
+    trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
     val = trainer.fit(resume=args.resume)
     print(json.dumps({"step": trainer.step, "val": val, "weights": str(out / "model.pt")}))
     return 0

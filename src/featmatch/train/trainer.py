@@ -219,8 +219,11 @@ class Trainer:
             return {}
         sampler = StepSampler(self.step * cfg.batch_size, remaining * cfg.batch_size, stride=self.world,
                               offset=self.rank, batch_size=cfg.batch_size)
+        # own generator: creating the loader's iterator must not draw from the global RNG,
+        # which recipes may use (a resumed run would otherwise be shifted by one draw)
         loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                            persistent_workers=False, drop_last=True)
+                            persistent_workers=False, drop_last=True,
+                            generator=torch.Generator().manual_seed(cfg.seed * 7919 + self.step))
         bar = None
         if self.rank == 0:
             try:

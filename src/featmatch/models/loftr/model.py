@@ -280,7 +280,8 @@ class LoFTR(DenseMatcher):
             image0, image1: grey images, H and W multiples of 8.
             mask0, mask1: optional pixel validity masks (False = padding).
             coarse_ids: optional ``(b, i, j)`` coarse matches to refine instead of the
-                predicted ones (training samples predictions + ground truth).
+                predicted ones, or a function of the predicted :class:`CoarseMatches`
+                returning them (training samples predictions + ground truth).
 
         Shape:
             image0 ``(B, 1, H0, W0)``, image1 ``(B, 1, H1, W1)``, masks ``(B, H, W)`` bool.
@@ -308,6 +309,8 @@ class LoFTR(DenseMatcher):
         keep1 = border_keep(n, h1, w1, self.config.border, m1, conf.device)
         with torch.no_grad():
             pred = select_matches(conf.detach(), self.config.threshold, keep0, keep1)
+        if callable(coarse_ids):
+            coarse_ids = coarse_ids(pred)
         bf, i_f, jf = coarse_ids if coarse_ids is not None else (pred.b, pred.i, pred.j)
         expectation, std = self.refine(f0, f1, t0, t1, bf, i_f, jf, w0, w1)
         p0, p1 = self.match_points(i_f, jf, expectation, w0, w1)
