@@ -6,7 +6,8 @@ For each photo (resized to 640x480) and each shift, the photo is translated with
 cv2.warpAffine (bilinear) and matched to the original; reported are the mean offset
 (x, y) of points1 - points0 - shift over matches within 4 px of the truth and more than
 16 px from the border, and the share within 1 px, for the official decoder
-(official_compat=True) and featmatch's default.
+(official_compat=True), featmatch's decoder without the final Lucas-Kanade step
+(subpixel="none") and featmatch's default.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def main() -> None:
     ap.add_argument("--photos", required=True)
     ap.add_argument("--top-k", type=int, default=8000)
     args = ap.parse_args()
-    for label, opts in (("official", {"official_compat": True}), ("featmatch", {})):
+    variants = (("official", {"official_compat": True}), ("featmatch, subpixel='none'", {"subpixel": "none"}),
+                ("featmatch default", {}))
+    for label, opts in variants:
         model = featmatch.load("xfeat-star", top_k=args.top_k, **opts)
         print(f"== {label}")
         for name in PHOTOS:
