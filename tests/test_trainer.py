@@ -117,3 +117,33 @@ def test_freeze_bn_keeps_running_statistics(photos, tmp_path):
     t2 = _trainer(photos, tmp_path / "nf", 2)
     t2.fit()
     assert any(not torch.equal(v, t2.model.state_dict()[k]) for k, v in before.items())
+
+
+class _ScriptedVal(XFeatRecipe):
+    """Validation results from a script (to test best-checkpoint keeping)."""
+
+    def __init__(self, values):
+        super().__init__(XFeatRecipeConfig(teacher="fast", min_correspondences=8), val_set=None)
+        self.values = list(values)
+
+    def validate(self, model):
+        return {"score": self.values.pop(0)}
+
+
+def test_keep_best_keeps_the_best_validated_weights_including_the_start(photos, tmp_path):
+    ds = SyntheticPairs(photos, SyntheticConfig(size=(96, 96), seed=1))
+    torch.manual_seed(0)
+    net = XFeatNet()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = TrainConfig(steps=4, batch_size=2, lr=1e-3, warmup_steps=1, val_every=2, ckpt_every=2, keep_best="score")
+    t = Trainer(net, _ScriptedVal([0.5, 0.4, 0.3]), ds, tmp_path / "kb", cfg)  # validations at steps 0, 2, 4
+    t.fit()
+    assert t.best == {"step": 0, "metric": "score", "value": 0.5}
+    best = torch.load(tmp_path / "kb" / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in start.items())  # the start was best: unchanged weights
+    t2 = Trainer(XFeatNet(), _ScriptedVal([0.1, 0.4, 0.3]), ds, tmp_path / "kb2", cfg)
+    t2.fit()
+    assert t2.best["step"] == 2
+    bad = Trainer(XFeatNet(), _ScriptedVal([0.1]), ds, tmp_path / "kb3", TrainConfig(steps=1, keep_best="mma@9"))
+    with pytest.raises(FeatmatchError, match="no metric 'mma@9'"):
+        bad.fit()

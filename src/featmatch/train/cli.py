@@ -56,6 +56,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-best", default="auto",
+                   help="validation metric (e.g. mma@3) whose best weights, start included, go to RUN/best.pt; "
+                        "'none' to turn off (auto: mma@3 with --init official, else none)")
     p.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes with --init official)")
 
@@ -91,7 +94,8 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
 def _train_config(args: argparse.Namespace, freeze_bn: bool):
     from .trainer import TrainConfig
 
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+    keep_best = {"auto": "mma@3" if args.init == "official" else None, "none": None}.get(args.keep_best, args.keep_best)
+    return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                        grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
                        num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
                        freeze_bn=freeze_bn)
@@ -145,7 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
     trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
     val = trainer.fit(resume=args.resume)
-    print(json.dumps({"step": trainer.step, "val": val, "weights": str(out / "model.pt")}))
+    result = {"step": trainer.step, "val": val, "weights": str(out / "model.pt")}
+    if trainer.best is not None:
+        result.update(best=trainer.best, best_weights=str(out / "best.pt"))
+    print(json.dumps(result))
     return 0
 
 

@@ -7,6 +7,8 @@
 * Checkpoints (model, optimizer, scheduler, step, RNG states) are written atomically to
   ``RUN/last.pt``; ``resume=True`` continues at the same step. A corrupt checkpoint stops
   the run with a one-line error and is left untouched.
+* ``keep_best="metric"``: the weights of the best validation so far, the starting point
+  included, are kept in ``RUN/best.pt`` (``RUN/model.pt`` always holds the latest).
 * Logs: one JSON object per line in ``RUN/log.jsonl``; a tqdm progress bar on a terminal.
 * Multi-GPU: launch with ``torchrun``; the trainer joins the process group and wraps the
   model in ``DistributedDataParallel`` (rank 0 writes logs and checkpoints).
@@ -54,6 +56,10 @@ class TrainConfig:
     seed: int = 0  # torch / numpy / python seed (data has its own seed)
     device: Optional[str] = None  # default: cuda if available (rank-local), else cpu
     freeze_bn: bool = False  # keep BatchNorm running statistics fixed (fine-tuning with small batches)
+    # keep the weights of the best validation so far (step 0 included) in RUN/best.pt, by this
+    # metric of recipe.validate() (higher is better); None: off. Guards fine-tuning against
+    # making a good starting point worse.
+    keep_best: Optional[str] = None
 
 
 class Recipe(Protocol):
@@ -148,6 +154,7 @@ class Trainer:
         amp_cuda = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.step = 0
+        self.best: Optional[dict] = None  # {"step", "metric", "value"} of RUN/best.pt
 
     # -- persistence -----------------------------------------------------------------
     @property
@@ -160,7 +167,7 @@ class Trainer:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
                  "step": self.step, "rng": _rng_state(), "config": dataclasses.asdict(self.cfg),
-                 "recipe": self.recipe.name, "extra": self.extra_state}
+                 "recipe": self.recipe.name, "extra": self.extra_state, "best": self.best}
         with atomic_path(self.ckpt_path) as tmp:
             torch.save(state, tmp)
         with atomic_path(self.out / "model.pt") as tmp:  # weights only, for featmatch.load(weights=...)
@@ -176,6 +183,7 @@ class Trainer:
         if "scaler" in ck:
             self.scaler.load_state_dict(ck["scaler"])
         self.step = int(ck["step"])
+        self.best = ck.get("best")
         _set_rng_state(ck["rng"])
 
     def _log(self, record: dict) -> None:
@@ -184,6 +192,20 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def _validated(self, val: dict) -> None:
+        """Log a validation result; with ``keep_best``, save the weights if it is the best."""
+        record = {"step": self.step, "val": val}
+        metric = self.cfg.keep_best
+        if metric:
+            if metric not in val:
+                raise FeatmatchError(f"keep_best: validation has no metric '{metric}' (it has: {', '.join(sorted(val))})")
+            if self.best is None or float(val[metric]) > self.best["value"]:
+                self.best = {"step": self.step, "metric": metric, "value": float(val[metric])}
+                with atomic_path(self.out / "best.pt") as tmp:
+                    torch.save(self.model.state_dict(), tmp)
+            record["best"] = self.best
+        self._log(record)
 
     def _train_mode(self) -> None:
         self.train_model.train()
@@ -209,10 +231,10 @@ class Trainer:
             np.random.seed(cfg.seed)
             random.seed(cfg.seed)
             (self.out / "log.jsonl").unlink(missing_ok=True)
-            if cfg.val_every and self.rank == 0:  # the starting point, for the curves
+            if (cfg.val_every or cfg.keep_best) and self.rank == 0:  # the starting point, for the curves
                 self.model.eval()
                 with torch.no_grad():
-                    self._log({"step": 0, "val": self.recipe.validate(self.model)})
+                    self._validated(self.recipe.validate(self.model))
                 torch.manual_seed(cfg.seed)  # validation must not shift the training RNG
         remaining = cfg.steps - self.step
         if remaining <= 0:
@@ -270,7 +292,7 @@ class Trainer:
                     with torch.no_grad():
                         val = self.recipe.validate(self.model)
                     self._train_mode()
-                    self._log({"step": self.step, "val": val})
+                    self._validated(val)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save()
         if bar is not None:
