@@ -284,8 +284,10 @@ def main() -> None:
         cmed = {n: statistics.median(t) for n, t in cpu.items()}
         print(f"\n{threads} thread(s), median of {args.repeat} interleaved passes over {len(imgs)} images, "
               f"load average {load0:.2f} before, {load1:.2f} after (1 min, {ncpu} cores)")
-        if max(load0, load1) > max(ncpu - threads, 0) + 0.5:
-            print(f"WARNING: the machine is busy: wall-clock timings are inflated (with several threads, "
+        # the 1-minute average lags and includes this run's own threads: more runnable tasks
+        # than cores at the end means other work competed
+        if load1 > ncpu + 0.5:
+            print("WARNING: the machine is busy: wall-clock timings are inflated (with several threads, "
                   "badly: OpenMP waits for descheduled threads); compare ratios, and prefer the 1-thread "
                   "CPU-time column; re-run on an idle machine for absolute numbers")
         print("| implementation | wall ms / image (median) | IQR (ms) | CPU ms / image | wall / featmatch |")

@@ -2,7 +2,6 @@
 checkpoints are reported and left alone, and the CLI works end to end."""
 
 import json
-import os
 import subprocess
 import sys
 

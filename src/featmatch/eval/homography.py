@@ -18,7 +18,6 @@ Protocol (recorded in the JSON report):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -27,6 +26,7 @@ import numpy as np
 from ..errors import UsageError
 from . import metrics
 from .data import HomographyPair, homography_pairs, subset_names
+from .summary import common, mean
 
 MHA_THRESHOLDS = (1, 3, 5, 7, 10)
 AUC_THRESHOLDS = (1, 3, 5, 10)
@@ -68,25 +68,15 @@ def score_pair(pred: dict, pair: HomographyPair, *, threshold: float = 3.0, meth
     }
 
 
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
 def summarize(rows: Sequence[dict]) -> dict:
     """Benchmark numbers over a list of :func:`score_pair` rows."""
     errs = [r["corner_error"] for r in rows]
-    kp = [0.5 * (r["num_keypoints0"] + r["num_keypoints1"]) for r in rows if r["num_keypoints0"] >= 0]
     return {
         "pairs": len(rows),
         "mha": {str(t): v for t, v in metrics.mha(errs, MHA_THRESHOLDS).items()},
         "auc": {str(t): v for t, v in metrics.homography_auc(errs, AUC_THRESHOLDS).items()},
-        "mma": {str(t): _mean([r["mma"][str(t)] for r in rows]) for t in MMA_THRESHOLDS},
-        "mean_keypoints": _mean(kp) if kp else None,
-        "mean_matches": _mean([r["num_matches"] for r in rows]),
-        "mean_inliers": _mean([r["num_inliers"] for r in rows]),
-        "failures": int(sum(1 for e in errs if not math.isfinite(e))),
-        "median_corner_error": float(np.median(errs)) if errs else math.nan,
-        "mean_time_s": _mean([r["time_s"] for r in rows]),
+        "mma": {str(t): mean([r["mma"][str(t)] for r in rows]) for t in MMA_THRESHOLDS},
+        **common(rows, errs, "median_corner_error"),
     }
 
 

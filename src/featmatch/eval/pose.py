@@ -31,6 +31,7 @@ from ..errors import FeatmatchError, UsageError
 from ..types import Estimate
 from . import metrics
 from .data import PosePair, pose_pairs, subset_names
+from .summary import common, mean
 
 AUC_THRESHOLDS = (5, 10, 20)
 EPI_NORMALIZED_THRESHOLD = 5e-4  # LoFTR, kind="symmetric_normalized"
@@ -141,26 +142,16 @@ def score_pair(pred: dict, pair: PosePair, *, estimator: str = "opencv", method:
     }
 
 
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
 def summarize(rows: Sequence[dict]) -> dict:
     errs = [r["error_deg"] for r in rows]
-    kp = [0.5 * (r["num_keypoints0"] + r["num_keypoints1"]) for r in rows if r["num_keypoints0"] >= 0]
     return {
         "pairs": len(rows),
         "auc": {str(t): v for t, v in metrics.pose_auc(errs, AUC_THRESHOLDS).items()},
         "acc10": metrics.pose_accuracy(errs, 10.0) if rows else math.nan,
-        "precision_normalized": _mean([r["precision_normalized"] for r in rows]),
-        "precision_sampson": _mean([r["precision_sampson"] for r in rows]),
-        "mean_inlier_ratio": _mean([r["inlier_ratio"] for r in rows]),
-        "mean_keypoints": _mean(kp) if kp else None,
-        "mean_matches": _mean([r["num_matches"] for r in rows]),
-        "mean_inliers": _mean([r["num_inliers"] for r in rows]),
-        "failures": int(sum(1 for e in errs if not math.isfinite(e))),
-        "median_error_deg": float(np.median(errs)) if errs else math.nan,
-        "mean_time_s": _mean([r["time_s"] for r in rows]),
+        "precision_normalized": mean([r["precision_normalized"] for r in rows]),
+        "precision_sampson": mean([r["precision_sampson"] for r in rows]),
+        "mean_inlier_ratio": mean([r["inlier_ratio"] for r in rows]),
+        **common(rows, errs, "median_error_deg"),
     }
 
 

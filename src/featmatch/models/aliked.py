@@ -687,9 +687,7 @@ class ALIKED(Extractor):
     def remap_state_dict(self, state: dict) -> dict:
         if any(k.startswith(("block1.", "desc_head.")) for k in state):
             state = remap_official(state)
-        if not any(k.startswith("net.") for k in state):
-            state = {"net." + k: v for k, v in state.items()}
-        return state
+        return self.under("net.", state)
 
     def _extract(self, x: torch.Tensor) -> Features:
         """Shape: x ``(B, 1|3, H, W)`` -> batched Features in x's pixels (with mask)."""

@@ -59,6 +59,14 @@ class Model(nn.Module):
         """Rename official checkpoint keys to this module's names (identity by default)."""
         return state
 
+    @staticmethod
+    def under(prefix: str, state: dict) -> dict:
+        """``state`` with every key under ``prefix`` (e.g. ``"net."``) unless one already is:
+        bare network state dicts (a training run's ``model.pt``) load into wrappers."""
+        if any(k.startswith(prefix) for k in state):
+            return state
+        return {prefix + k: v for k, v in state.items()}
+
     def load_weights(self, state: dict, source: str = "state dict") -> None:
         """Remap then load strictly; raise a one-line :class:`WeightsError` on mismatch."""
         state = self.remap_state_dict(dict(state))

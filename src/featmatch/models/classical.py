@@ -38,7 +38,7 @@ import torch
 from ..errors import FeatmatchError, UsageError
 from ..image import MAX_PIXELS_DEFAULT, to_grey
 from ..registry import ModelCard, register
-from ..types import Features, Matches
+from ..types import Features
 from .base import Extractor
 from .nn_matcher import MNNConfig, MutualNN
 

@@ -208,9 +208,7 @@ class XFeat(Extractor):
     def remap_state_dict(self, state: dict) -> dict:
         if any(k.startswith("block_fusion.") for k in state):
             state = remap_official(state)
-        if not any(k.startswith("net.") for k in state):
-            state = {"net." + k: v for k, v in state.items()}
-        return state
+        return self.under("net.", state)
 
     def _extract(self, x: torch.Tensor) -> Features:
         c = self.config
@@ -413,7 +411,8 @@ register(
 register(
     "xfeat-star",
     card=ModelCard(name="xfeat-star", family="xfeat", kind="dense",
-                   summary="XFeat* semi-dense matching: two scales, top 10k cells, MNN + refinement MLP",
+                   summary=("XFeat* semi-dense matching: two scales, top 10k cells, MNN + refinement MLP, "
+                            "then a Lucas-Kanade sub-pixel step (subpixel='none': the paper's output)"),
                    paper=_PAPER, code_license="Apache-2.0", weights=XFEAT_WEIGHTS),
     config_cls=XFeatStarConfig, build=XFeatStar,
 )

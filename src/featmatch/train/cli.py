@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..cli import register_command
-from ..errors import FeatmatchError, UsageError
+from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...errors import FeatmatchError
 from ...geometry.warp import warp_points_depth, warp_points_homography
