@@ -88,13 +88,18 @@ def test_corrupt_checkpoint_is_reported_and_kept(photos, tmp_path):
 
 
 def test_train_cli_end_to_end(photos, tmp_path):
+    from test_eval_data import make_pose_scene
+
+    scene = make_pose_scene(tmp_path / "scene", n_pairs=2)
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "featmatch.cli", "train", "xfeat", "--images", str(photos), "--steps", "2",
            "--out", str(out), "--teacher", "fast", "--size", "96x96", "--batch-size", "1", "--val-every", "2",
-           "--ckpt-every", "1", "--warmup", "1"]
+           "--ckpt-every", "1", "--warmup", "1", "--val-pose", str(scene), "--keep-best", "pose_auc@10"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout.strip().splitlines()[-1])["step"] == 2
+    rec = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rec["step"] == 2 and 0 <= rec["val"]["pose_auc@10"] <= 1 and 0 <= rec["val"]["pose_precision"] <= 1
+    assert rec["best"]["metric"] == "pose_auc@10" and (out / "best.pt").is_file()
     import featmatch
 
     m = featmatch.load("xfeat", weights=out / "model.pt")  # trained weights load strictly

@@ -56,6 +56,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-pose", default=None,
+                   help="xfeat: real pose pairs (the `featmatch eval pose` layout) validated too (pose_auc@5/10/20, "
+                        "pose_precision); e.g. --keep-best pose_auc@10")
     p.add_argument("--keep-best", default="auto",
                    help="validation metric (e.g. mma@3) whose best weights, start included, go to RUN/best.pt; "
                         "'none' to turn off (auto: mma@3 with --init official, else none)")
@@ -136,8 +139,13 @@ def build_xfeat_run(args: argparse.Namespace):
 
         net.load_state_dict(remap_official(state), strict=True)
     cfg = _train_config(args, args.freeze_bn == "yes" or (args.freeze_bn == "auto" and args.init == "official"))
-    recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher), val_set=val)
-    meta.update({"method": "xfeat", "teacher": args.teacher})
+    val_pose = None
+    if args.val_pose:
+        from ..eval.data import pose_pairs
+
+        val_pose = pose_pairs(args.val_pose)
+    recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher), val_set=val, val_pose=val_pose)
+    meta.update({"method": "xfeat", "teacher": args.teacher, "val_pose": bool(args.val_pose)})
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
 
 
