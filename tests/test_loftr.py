@@ -544,3 +544,12 @@ def test_cli_match_with_weights(tmp_path, tiny):
                                 "--output", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "matches:" in res.stdout and np.load(out)["points0"].shape[1] == 2
+
+
+def test_float64_model_matches_through_the_front_door():
+    """The front door feeds images in the model's dtype (a .double() model used to fail)."""
+    torch.manual_seed(0)
+    m = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0).double()
+    img = textured(64, 96, seed=2)
+    out = m.match(img, img)
+    assert out.points0.dtype == torch.float64 and len(out) > 0

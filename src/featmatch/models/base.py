@@ -55,6 +55,14 @@ class Model(nn.Module):
             return b.device
         return torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters (float32 unless the model was converted)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
     def remap_state_dict(self, state: dict) -> dict:
         """Rename official checkpoint keys to this module's names (identity by default)."""
         return state
@@ -85,6 +93,8 @@ class Model(nn.Module):
         """Tensor on the model's device, resized per config; returns the tensor, the
         ``(sx, sy)`` factors back to the caller's pixels and the original ``(W, H)``."""
         x = to_tensor(image, name=name, device=self.device)
+        if x.dtype != self.dtype:  # e.g. a model converted with .double() for precision checks
+            x = x.to(self.dtype)
         h, w = x.shape[-2:]
         long_side = getattr(self.config, "resize", None)
         max_pixels = getattr(self.config, "max_pixels", None)
