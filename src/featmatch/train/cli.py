@@ -61,7 +61,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                         "pose_precision); e.g. --keep-best pose_auc@10")
     p.add_argument("--keep-best", default="auto",
                    help="validation metric (e.g. mma@3) whose best weights, start included, go to RUN/best.pt; "
-                        "'none' to turn off (auto: mma@3 with --init official, else none)")
+                        "'none' to turn off (auto, with --init official: pose_precision with --val-pose, else "
+                        "mma@3; otherwise none)")
     p.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes with --init official)")
 
@@ -97,7 +98,10 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
 def _train_config(args: argparse.Namespace, freeze_bn: bool):
     from .trainer import TrainConfig
 
-    keep_best = {"auto": "mma@3" if args.init == "official" else None, "none": None}.get(args.keep_best, args.keep_best)
+    auto = None
+    if args.init == "official":  # fine-tuning: never end worse than the start on the validation
+        auto = "pose_precision" if getattr(args, "val_pose", None) else "mma@3"
+    keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                        grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
                        num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
