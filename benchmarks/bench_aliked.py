@@ -47,29 +47,19 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 NAMES = ("reference", "kornia", "featmatch")
 TOL_PX, TOL_VAL = 1e-3, 1e-4
 
+from _common import load_images, memory_runs
 
-def load_images(folder: Path, n: int, size=(640, 480)) -> list[torch.Tensor]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:n]
-    if len(files) < n:
-        raise SystemExit(f"{folder}: need {n} images, found {len(files)}")
-    out = []
-    for p in files:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1]
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        out.append(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0)
-    return out
+
 
 
 def build(args) -> dict:
@@ -229,18 +219,10 @@ def memory_worker(args) -> None:
 
 
 def memory_table(args, names) -> dict:
-    res = {}
-    for name in names:
-        cmd = [sys.executable, __file__, "--reference", str(args.reference), "--images", str(args.images),
-               "--variant", args.variant, "--mode", args.mode, "--top-k", str(args.top_k),
-               "--n-images", str(args.n_images), "--threads", str(args.threads[0]), "--only", name,
-               "--_memory-worker"]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"(memory run of {name} failed: {out.stderr.strip().splitlines()[-1:]})")
-            continue
-        res[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    return res
+    return memory_runs({name: [sys.executable, __file__, "--reference", str(args.reference), "--images",
+                               str(args.images), "--variant", args.variant, "--mode", args.mode, "--top-k",
+                               str(args.top_k), "--n-images", str(args.n_images), "--threads", str(args.threads[0]),
+                               "--only", name, "--_memory-worker"] for name in names})
 
 
 def main() -> None:

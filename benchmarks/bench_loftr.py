@@ -45,7 +45,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +54,8 @@ import cv2
 import torch
 
 TOL_PX, TOL_CONF = 1e-3, 1e-4
+
+from _common import memory_runs
 
 
 # ----------------------------------------------------------------------------- setup
@@ -248,18 +249,11 @@ def memory_worker(args) -> None:
 
 
 def memory_table(args, ckpt: Path, names) -> dict:
-    res = {}
-    for name in names:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--images", str(args.images),
-               "--pair", *map(str, args.pair), "--size", f"{args.size[0]}x{args.size[1]}",
-               "--threads", str(args.threads), "--threshold", str(args.threshold), "--seed", str(args.seed),
-               "--only", name, "--ckpt", str(ckpt), "--_memory-worker"]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"(memory run of {name} failed: {out.stderr.strip().splitlines()[-1:]})")
-            continue
-        res[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    return res
+    return memory_runs({name: [sys.executable, str(Path(__file__).resolve()), "--images", str(args.images),
+                               "--pair", *map(str, args.pair), "--size", f"{args.size[0]}x{args.size[1]}",
+                               "--threads", str(args.threads), "--threshold", str(args.threshold), "--seed",
+                               str(args.seed), "--only", name, "--ckpt", str(ckpt), "--_memory-worker"]
+                        for name in names})
 
 
 # ----------------------------------------------------------------------------- main

@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import torch
 
+
+from _common import load_images
 
 def timed(fns: dict, repeat: int, warmup: int = 1) -> dict:
     """Median milliseconds of each callable, run round-robin (interleaved) so that every
@@ -42,14 +43,6 @@ def timed(fns: dict, repeat: int, warmup: int = 1) -> dict:
     return {k: statistics.median(v) * 1000.0 for k, v in ts.items()}
 
 
-def load_images(folder: Path, n: int, size=(640, 480)) -> list[torch.Tensor]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))[:n]
-    out = []
-    for p in files:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1]
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        out.append(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0)
-    return out
 
 
 def main() -> None:
