@@ -553,3 +553,9 @@ def test_float64_model_matches_through_the_front_door():
     img = textured(64, 96, seed=2)
     out = m.match(img, img)
     assert out.points0.dtype == torch.float64 and len(out) > 0
+
+
+def test_subpixel_options_are_checked():
+    for bad in ({"subpixel": "sift"}, {"lk_radius": 0}, {"lk_max_move": 0.0}):
+        with pytest.raises(UsageError, match="subpixel|lk_"):
+            featmatch.load("loftr.tiny", pretrained=False, **bad)

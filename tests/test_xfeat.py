@@ -155,7 +155,7 @@ def test_huge_image_is_downscaled_with_warning(caplog):
 
 def test_default_eight_megapixel_guard():
     model = featmatch.load("xfeat", pretrained=False)
-    x, scale, size = model._prepare(torch.zeros(1, 1, 3000, 3000), "image")
+    x, scale, size, _ = model._prepare(torch.zeros(1, 1, 3000, 3000), "image")
     assert x.shape[-2] * x.shape[-1] <= 8_000_000 and size == (3000, 3000) and scale[0] > 1
 
 

@@ -89,12 +89,15 @@ class Model(nn.Module):
         self.load_state_dict(state, strict=True)
 
     # -- input handling -------------------------------------------------------------
-    def _prepare(self, image: ImageLike, name: str) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int]]:
+    def _prepare(self, image: ImageLike, name: str) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int],
+                                                             torch.Tensor]:
         """Tensor on the model's device, resized per config; returns the tensor, the
-        ``(sx, sy)`` factors back to the caller's pixels and the original ``(W, H)``."""
+        ``(sx, sy)`` factors back to the caller's pixels, the original ``(W, H)`` and the
+        tensor before resizing."""
         x = to_tensor(image, name=name, device=self.device)
         if x.dtype != self.dtype:  # e.g. a model converted with .double() for precision checks
             x = x.to(self.dtype)
+        original = x
         h, w = x.shape[-2:]
         long_side = getattr(self.config, "resize", None)
         max_pixels = getattr(self.config, "max_pixels", None)
@@ -105,7 +108,7 @@ class Model(nn.Module):
                         "(set max_pixels to change this)", name, w, h, max_pixels, tw, th)
         if (th, tw) != (h, w):
             x = resize_image(x, (th, tw), antialias=th < h)
-        return x, (w / tw, h / th), (int(w), int(h))
+        return x, (w / tw, h / th), (int(w), int(h)), original
 
     def _too_small(self, x: torch.Tensor) -> bool:
         return min(x.shape[-2:]) < self.min_image_side
@@ -138,7 +141,7 @@ class Extractor(Model):
             :class:`Features` in the caller's pixels; unbatched for a single image, padded
             with a mask for a batch (``B > 1``).
         """
-        x, scale, size = self._prepare(image, "image")
+        x, scale, size, _ = self._prepare(image, "image")
         b = x.shape[0]
         if self._too_small(x):
             log.warning("image of %dx%d px is too small for %s (min side %d); no keypoints",
@@ -176,8 +179,48 @@ class Extractor(Model):
         return self.match_features(f0, f1)
 
 
+SUBPIXEL_MODES = ("lk", "none")
+
+
+def check_subpixel(config: Any) -> None:
+    """Validate the ``subpixel`` / ``lk_radius`` / ``lk_max_move`` options of a dense config."""
+    if config.subpixel not in SUBPIXEL_MODES:
+        raise UsageError(f"subpixel must be 'lk' or 'none'; got '{config.subpixel}'")
+    if not isinstance(config.lk_radius, int) or isinstance(config.lk_radius, bool) or config.lk_radius < 1:
+        raise UsageError(f"lk_radius must be an integer >= 1, got {config.lk_radius!r}")
+    if not config.lk_max_move > 0:
+        raise UsageError(f"lk_max_move must be > 0, got {config.lk_max_move!r}")
+
+
 class DenseMatcher(Model):
-    """Detector-free / semi-dense matchers: ``match(image0, image1) -> Matches``."""
+    """Detector-free / semi-dense matchers: ``match(image0, image1) -> Matches``.
+
+    Optional final sub-pixel step (configs with ``subpixel="lk"``): the points of the side
+    the model refines (``refined_side``: 0 or 1) are moved by translation-only Lucas-Kanade
+    on the grey images at the caller's resolution (:func:`featmatch.ops.subpixel.refine_translation`;
+    a move is kept only if the patch correlation improves).
+    """
+
+    #: which image's points the model refines (and the sub-pixel step moves)
+    refined_side: int = 1
+
+    def _subpixel_options(self) -> Optional[dict]:
+        c = self.config
+        if getattr(c, "subpixel", "none") != "lk" or getattr(c, "official_compat", False):
+            return None
+        return {"radius": c.lk_radius, "max_move": c.lk_max_move}
+
+    def _refine_subpixel(self, m: Matches, img0: torch.Tensor, img1: torch.Tensor, opts: dict) -> Matches:
+        """Shape: img0, img1 ``(C, H, W)`` at the caller's resolution; m in their pixels."""
+        from ..image import to_grey
+        from ..ops.subpixel import refine_translation
+
+        g0, g1 = to_grey(img0[None])[0], to_grey(img1[None])[0]
+        if self.refined_side == 0:
+            p0, _ = refine_translation(g1, g0, m.points1, m.points0, **opts)
+            return Matches(p0, m.points1, m.scores, m.indices0, m.indices1)
+        p1, _ = refine_translation(g0, g1, m.points0, m.points1, **opts)
+        return Matches(m.points0, p1, m.scores, m.indices0, m.indices1)
 
     def _match(self, x0: torch.Tensor, x1: torch.Tensor) -> list[Matches]:
         """Shape: x0, x1 ``(B, C, H, W)``; returns B unbatched Matches in their pixels."""
@@ -190,8 +233,8 @@ class DenseMatcher(Model):
         Returns:
             :class:`Matches` in the caller's pixels (a list of them for ``B > 1``).
         """
-        x0, s0, _ = self._prepare(image0, "image0")
-        x1, s1, _ = self._prepare(image1, "image1")
+        x0, s0, _, orig0 = self._prepare(image0, "image0")
+        x1, s1, _, orig1 = self._prepare(image1, "image1")
         if x0.shape[0] != x1.shape[0]:
             raise UsageError(f"image0 and image1 batches differ: {x0.shape[0]} vs {x1.shape[0]}")
         if self._too_small(x0) or self._too_small(x1):
@@ -200,8 +243,12 @@ class DenseMatcher(Model):
         else:
             out = self._match(x0, x1)
         res = []
-        for m in out:
+        lk = self._subpixel_options()
+        for b, m in enumerate(out):
             p0 = scale_points(m.points0, s0) if s0 != (1.0, 1.0) else m.points0
             p1 = scale_points(m.points1, s1) if s1 != (1.0, 1.0) else m.points1
-            res.append(Matches(p0, p1, m.scores, m.indices0, m.indices1))
+            m = Matches(p0, p1, m.scores, m.indices0, m.indices1)
+            if lk is not None and len(m):
+                m = self._refine_subpixel(m, orig0[b], orig1[b], lk)
+            res.append(m)
         return res[0] if len(res) == 1 else res

@@ -29,10 +29,9 @@ from ..errors import UsageError
 from ..image import MAX_PIXELS_DEFAULT, to_grey
 from ..ops.mnn import mutual_nn_batched
 from ..ops.nms import nms_points
-from ..ops.subpixel import refine_translation
 from ..registry import ModelCard, WeightSpec, register
 from ..types import Features, Matches
-from .base import DenseMatcher, Extractor
+from .base import DenseMatcher, Extractor, check_subpixel
 from .nn_matcher import MNNConfig, MutualNN
 
 XFEAT_WEIGHTS = WeightSpec(
@@ -284,24 +283,26 @@ class XFeatStarConfig:
     #   and the label convention of featmatch's own training (train/recipes/xfeat.py).
     refine_decoder: str = "self-referenced"
     # Final sub-pixel step (ignored with official_compat): "lk" moves each image-0 point by
-    # translation-only Lucas-Kanade on the grey images (ops/subpixel.py; kept only when the
-    # patch correlation improves, at most lk_max_move px); "none" keeps the MLP's answer.
+    # translation-only Lucas-Kanade on the grey images at the caller's resolution
+    # (ops/subpixel.py; kept only when the patch correlation improves, at most lk_max_move
+    # px); "none" keeps the MLP's answer.
     subpixel: str = "lk"
     lk_radius: int = 7  # patch half-size of the Lucas-Kanade step (pixels of the input image)
     lk_max_move: float = 4.0  # refinements that move a point further than this are rejected
 
 
 class XFeatStar(DenseMatcher):
-    """XFeat*: semi-dense coarse matching at two scales with MLP refinement."""
+    """XFeat*: semi-dense coarse matching at two scales with MLP refinement (of the image-0
+    points), then the front door's optional sub-pixel step (``subpixel="lk"``)."""
 
     min_image_side = 32
+    refined_side = 0
 
     def __init__(self, config: XFeatStarConfig = XFeatStarConfig()):
         super().__init__(config)
         if config.refine_decoder not in ("self-referenced", "calibrated", "centered"):
             raise UsageError(f"refine_decoder must be self-referenced, calibrated or centered; got '{config.refine_decoder}'")
-        if config.subpixel not in ("lk", "none"):
-            raise UsageError(f"subpixel must be 'lk' or 'none'; got '{config.subpixel}'")
+        check_subpixel(config)
         self.net = XFeatNet()
 
     remap_state_dict = XFeat.remap_state_dict
@@ -388,12 +389,7 @@ class XFeatStar(DenseMatcher):
                 continue
             keep, off, conf = self.refine(d0[b, idx0], d1[b, idx1])
             idx0, idx1 = idx0[keep], idx1[keep]
-            q0, q1 = p0[b, idx0] + off * st0[b, idx0], p1[b, idx1]
-            if self.config.subpixel == "lk" and not self.config.official_compat:
-                q0, _ = refine_translation(to_grey(x1[b:b + 1])[0], to_grey(x0[b:b + 1])[0], q1, q0,
-                                           radius=self.config.lk_radius,
-                                           max_move=self.config.lk_max_move)
-            out.append(Matches(q0, q1, conf))
+            out.append(Matches(p0[b, idx0] + off * st0[b, idx0], p1[b, idx1], conf))
         return out
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ...errors import UsageError, WeightsError
 from ...types import Matches, check_shape
-from ..base import DenseMatcher
+from ..base import DenseMatcher, check_subpixel
 from .backbone import ResNetFPN, sine_position_encoding
 from .coarse import (CoarseMatches, CoarseMatching, border_keep, dual_softmax, dual_softmax_inference,
                      select_dual_softmax_blocked, select_matches, similarity)
@@ -86,6 +86,12 @@ class LoFTRConfig:
     max_pixels: int = LOFTR_MAX_PIXELS  # larger images are downscaled with a warning (memory/time guard)
     max_matrix_elements: int = 1 << 25  # coarse matrix entries held at once; larger pairs run in row blocks
     fine_batch: int = 4096  # coarse matches refined per fine-transformer pass
+    # final sub-pixel step, not in the paper: "lk" moves the image-1 points by translation-only
+    # Lucas-Kanade on the grey images at the caller's resolution (kept only when the patch
+    # correlation improves, at most lk_max_move px); "none" (paper presets) keeps LoFTR's output
+    subpixel: str = "none"
+    lk_radius: int = 7  # patch half-size of the Lucas-Kanade step (pixels)
+    lk_max_move: float = 4.0  # refinements that move a point further than this are rejected
 
 
 def _validate(c: LoFTRConfig) -> None:
@@ -96,6 +102,7 @@ def _validate(c: LoFTRConfig) -> None:
         bad(f"attention must be 'linear' or 'full', got {c.coarse_attention!r} / {c.fine_attention!r}")
     if c.match_type not in ("dual_softmax", "sinkhorn"):
         bad(f"match_type must be 'dual_softmax' or 'sinkhorn', got {c.match_type!r}")
+    check_subpixel(c)
     for name in ("coarse_layers", "fine_layers"):
         kinds = getattr(c, name)
         if not kinds or any(k not in ("self", "cross") for k in kinds):
