@@ -1,6 +1,8 @@
 """Plot training curves (loss parts and held-out MMA) from one or more run folders.
 
     python benchmarks/plot_training.py RUN_DIR [RUN_DIR ...] --out docs/training_xfeat.png
+
+Works for any featmatch training run (XFeat and LoFTR logs).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def main() -> None:
         steps, vals = read(run)
         x = [r["step"] for r in steps]
         axes[0].plot(x, [r["loss"] for r in steps], label=run.name)
-        for part, style in (("loss_descriptors", "-"), ("loss_fine", "--"), ("loss_keypoints", ":")):
-            axes[1].plot(x, [r.get(part, float("nan")) for r in steps], style, label=f"{run.name}: {part[5:]}")
+        parts = (("loss_descriptors", "-"), ("loss_coarse", "-"), ("loss_fine", "--"), ("loss_keypoints", ":"))
+        for part, style in parts:  # XFeat: descriptors, fine, keypoints; LoFTR: coarse, fine
+            if any(part in r for r in steps):
+                axes[1].plot(x, [r.get(part, float("nan")) for r in steps], style, label=f"{run.name}: {part[5:]}")
         axes[2].plot([r["step"] for r in vals], [100 * r["val"].get("mma@3", float("nan")) for r in vals], "o-",
                      label=run.name)
     axes[0].set_title("total loss")

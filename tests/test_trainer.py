@@ -65,13 +65,16 @@ def test_resume_is_bit_identical(photos, tmp_path):
     full.fit()
     part = _trainer(photos, tmp_path / "part", 2)  # "killed" after 2 steps (checkpoint at 2)
     part.fit()
+    with open(tmp_path / "part" / "log.jsonl", "a") as f:  # logged after the checkpoint, then killed mid-line
+        f.write('{"step": 3, "loss": 9.9}\n{"step": 4, "lo')
     resumed = _trainer(photos, tmp_path / "part", 4)
     resumed.fit(resume=True)
     assert resumed.step == 4
     for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
     logs = [json.loads(l) for l in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3, 4]  # no duplicates of the lost steps
+    assert all(r.get("loss") != 9.9 for r in logs)
 
 
 def test_corrupt_checkpoint_is_reported_and_kept(photos, tmp_path):

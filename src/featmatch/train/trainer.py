@@ -193,6 +193,22 @@ class Trainer:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _truncate_log(self) -> None:
+        """Drop log records of steps after the checkpoint (a killed run logged them, the
+        resumed run logs them again)."""
+        path = self.out / "log.jsonl"
+        if self.rank != 0 or not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= self.step:
+                    keep.append(line)
+            except (ValueError, TypeError, AttributeError):
+                continue  # a half-written last line of the killed run
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text("".join(k + "\n" for k in keep))
+
     def _validated(self, val: dict) -> None:
         """Log a validation result; with ``keep_best``, save the weights if it is the best."""
         record = {"step": self.step, "val": val}
@@ -223,6 +239,7 @@ class Trainer:
             if not self.ckpt_path.exists():
                 raise FeatmatchError(f"--resume: no checkpoint at {self.ckpt_path}")
             self.restore()
+            self._truncate_log()
             log.info("resumed at step %d", self.step)
         else:
             if self.ckpt_path.exists():
