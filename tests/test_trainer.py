@@ -148,6 +148,10 @@ def test_keep_best_keeps_the_best_validated_weights_including_the_start(photos, 
     assert t.best == {"step": 0, "metric": "score", "value": 0.5}
     best = torch.load(tmp_path / "kb" / "best.pt", weights_only=True)
     assert all(torch.equal(best[k], v) for k, v in start.items())  # the start was best: unchanged weights
+    result = torch.load(tmp_path / "kb" / "model.pt", weights_only=True)  # the run's result = the best
+    assert all(torch.equal(result[k], v) for k, v in start.items())
+    last = torch.load(tmp_path / "kb" / "last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(last[k], v) for k, v in start.items())  # training did move the weights
     t2 = Trainer(XFeatNet(), _ScriptedVal([0.1, 0.4, 0.3]), ds, tmp_path / "kb2", cfg)
     t2.fit()
     assert t2.best["step"] == 2

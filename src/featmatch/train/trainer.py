@@ -8,7 +8,8 @@
   ``RUN/last.pt``; ``resume=True`` continues at the same step. A corrupt checkpoint stops
   the run with a one-line error and is left untouched.
 * ``keep_best="metric"``: the weights of the best validation so far, the starting point
-  included, are kept in ``RUN/best.pt`` (``RUN/model.pt`` always holds the latest).
+  included, are kept in ``RUN/best.pt``, and at the end of the run ``RUN/model.pt`` (the
+  run's result) holds them too; the latest weights stay in ``RUN/last.pt``.
 * Logs: one JSON object per line in ``RUN/log.jsonl``; a tqdm progress bar on a terminal.
 * Multi-GPU: launch with ``torchrun``; the trainer joins the process group and wraps the
   model in ``DistributedDataParallel`` (rank 0 writes logs and checkpoints).
@@ -22,6 +23,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,4 +316,9 @@ class Trainer:
                 self.save()
         if bar is not None:
             bar.close()
+        if cfg.keep_best and self.best is not None and self.rank == 0 and (self.out / "best.pt").exists():
+            # the run's result is the best validated weights (RUN/last.pt keeps the latest)
+            with atomic_path(self.out / "model.pt") as tmp:
+                shutil.copyfile(self.out / "best.pt", tmp)
+            self._log({"step": self.step, "result": {"weights": "model.pt", **self.best}})
         return val
