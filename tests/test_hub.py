@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import os
 
 import pytest
 import torch
@@ -28,7 +29,10 @@ def test_download_verifies_and_caches(fake_source, tmp_path):
     path = hub.download("xfeat")
     assert path == tmp_path / "home" / spec.filename and path.read_bytes() == src.read_bytes()
     assert hub.resolve("xfeat") == path
-    assert not list((tmp_path / "home").glob("*.part"))
+    assert not list((tmp_path / "home").glob("*.part")) and [p.name for p in (tmp_path / "home").iterdir()] == [path.name]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # normal permissions, not mkstemp's 0600
 
 
 def test_download_rejects_wrong_checksum_and_keeps_cache_clean(fake_source, monkeypatch, tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import DownloadError, UsageError, WeightsError, WeightsNotFoundError
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +130,9 @@ def read_state_dict(path: Union[str, Path]) -> dict:
 
 
 def _atomic_copy(src_bytes_path: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    os.close(fd)
-    try:
+    """Copy onto ``dest`` through a temporary file (normal permissions, renamed at the end)."""
+    with atomic_path(dest) as tmp:
         shutil.copyfile(src_bytes_path, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _try_url(url: str, dest_tmp: Path) -> None:
