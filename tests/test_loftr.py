@@ -25,6 +25,10 @@ from featmatch.types import Matches
 
 from conftest import FIXTURES, textured
 
+#: loftr.tiny without its inference defaults (resize to 640, Lucas-Kanade step): the small
+#: test images are matched as they are
+RAW = {"resize": None, "subpixel": "none"}
+
 
 # ----------------------------------------------------------------------------- helpers
 def _grey(name: str, size_wh: tuple[int, int]) -> torch.Tensor:
@@ -55,7 +59,7 @@ def _as_official_ckpt(state: dict, path) -> None:
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return featmatch.load("loftr.tiny", pretrained=False, threshold=0.0)
+    return featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +152,30 @@ def test_load_without_weights_raises_one_line():
         msg = str(e.value)
         assert "\n" not in msg and "weights=PATH" in msg and "cannot be downloaded" in msg
         assert "outdoor_ds.ckpt" in msg and "indoor_ds.ckpt" in msg
-    with pytest.raises(WeightsNotFoundError, match="no trained checkpoint yet.*pretrained=False"):
-        featmatch.load("loftr.tiny")
     card = featmatch.model_card("loftr.outdoor")
     assert card.weights is None and card.weights_origin == "official-not-downloadable"
+
+
+def test_shipped_tiny_checkpoint_loads_offline_and_matches():
+    """loftr.tiny's trained checkpoint ships inside the package: no download, and it really
+    matches (random weights find nothing above the 0.2 threshold)."""
+    from featmatch import hub
+    from featmatch.eval.metrics import mma
+
+    card = featmatch.model_card("loftr.tiny")
+    assert card.weights_origin == "featmatch" and card.weights.installed
+    path = hub.resolve("loftr.tiny")
+    assert hub.sha256sum(path) == card.weights.sha256
+    model = featmatch.load("loftr.tiny")
+    assert model.config.resize == 640 and model.config.subpixel == "lk"  # its inference defaults
+    img = cv2.GaussianBlur(textured(240, 320, seed=11), (0, 0), 1.0)
+    H = np.array([[0.98, -0.12, 22.0], [0.11, 0.97, -6.0], [0.0, 0.0, 1.0]])
+    warped = cv2.warpPerspective(img, H, (320, 240))
+    m = model.match(img, warped)
+    assert len(m) > 200  # measured 750+
+    assert mma(m.points0.numpy(), m.points1.numpy(), H, thresholds=(3,))[3] > 0.9  # measured 0.99
+    torch.manual_seed(0)
+    assert len(featmatch.load("loftr.tiny", pretrained=False, **RAW).match(img, warped)) < 10
 
 
 def test_wrong_or_mismatched_weights_give_one_line_errors(tmp_path, tiny):
@@ -161,26 +185,26 @@ def test_wrong_or_mismatched_weights_give_one_line_errors(tmp_path, tiny):
     with pytest.raises(WeightsError, match="do not fit this model: missing keys"):  # tiny into paper sizes
         featmatch.load("loftr.outdoor", weights=p)
     with pytest.raises(WeightsError, match="has shape"):
-        featmatch.load("loftr.tiny", weights=p, block_dims=[32, 64, 256])
+        featmatch.load("loftr.tiny", weights=p, **RAW, block_dims=[32, 64, 256])
     partial = {k: v for k, v in state.items() if not k.startswith("loftr_fine.")}
     _as_official_ckpt(partial, p)
     with pytest.raises(WeightsError, match="missing keys"):
-        featmatch.load("loftr.tiny", weights=p)
+        featmatch.load("loftr.tiny", weights=p, **RAW)
     _as_official_ckpt({**state, "coarse_matching.bin_score": torch.tensor(1.0)}, p)
     with pytest.raises(WeightsError, match="match_type='sinkhorn'"):
-        featmatch.load("loftr.tiny", weights=p)
-    m = featmatch.load("loftr.tiny", weights=p, match_type="sinkhorn")  # an *_ot checkpoint
+        featmatch.load("loftr.tiny", weights=p, **RAW)
+    m = featmatch.load("loftr.tiny", weights=p, **RAW, match_type="sinkhorn")  # an *_ot checkpoint
     assert float(m.coarse_matching.bin_score.detach()) == 1.0
     p.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError) as e:
-        featmatch.load("loftr.tiny", weights=p)
+        featmatch.load("loftr.tiny", weights=p, **RAW)
     assert "\n" not in str(e.value)
 
 
 def test_own_state_dict_round_trip(tmp_path, tiny):
     p = tmp_path / "plain.pt"
     torch.save(tiny.state_dict(), p)
-    m = featmatch.load("loftr.tiny", weights=p, threshold=0.0)
+    m = featmatch.load("loftr.tiny", weights=p, **RAW, threshold=0.0)
     a, b = _pair()
     assert torch.equal(m.match(a, b).points1, tiny.match(a, b).points1)
 
@@ -256,14 +280,14 @@ def _as_set(m: Matches) -> np.ndarray:
 
 def test_symmetric_is_order_independent():
     torch.manual_seed(0)
-    sym = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0, symmetric=True)
+    sym = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0, symmetric=True)
     a = textured(96, 128, seed=6)
     b = np.roll(textured(96, 128, seed=6), (8, -8), axis=(0, 1))
     ab, ba = sym.match(a, b), sym.match(b, a)
     assert len(ab) == len(ba) > 0
     swapped = Matches(ba.points1, ba.points0, ba.scores)
     np.testing.assert_allclose(_as_set(ab), _as_set(swapped), atol=1e-4)
-    one_way = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0)
+    one_way = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0)
     one_way.load_state_dict(sym.state_dict())
     assert len(ab) == len(one_way.match(a, b)) + len(one_way.match(b, a))
     assert (ab.scores[:-1] >= ab.scores[1:]).all()
@@ -271,8 +295,8 @@ def test_symmetric_is_order_independent():
 
 def test_max_pixels_downscales_with_warning_and_caller_coordinates(caplog):
     torch.manual_seed(0)
-    small = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0, max_pixels=96 * 128)
-    ref = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0)
+    small = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0, max_pixels=96 * 128)
+    ref = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0)
     ref.load_state_dict(small.state_dict())
     a, b = _pair(h=192, w=256, shift=(16, 32))
     with caplog.at_level(logging.WARNING):
@@ -312,8 +336,8 @@ def test_blocked_coarse_matching_equals_full():
 
 def test_model_blocked_path_equals_full_path():
     torch.manual_seed(0)
-    full = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0)
-    blocked = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0, max_matrix_elements=1000,
+    full = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0)
+    blocked = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0, max_matrix_elements=1000,
                              fine_batch=7)
     blocked.load_state_dict(full.state_dict())
     a, b = _pair()
@@ -331,7 +355,7 @@ def test_sinkhorn_marginals_and_model():
     assert torch.allclose(p.sum(1)[:, :9], torch.full((2, 9), 1 / 15), atol=1e-5)
     assert torch.allclose(p.sum(2)[:, 6], torch.full((2,), 9 / 15), atol=1e-5)
     torch.manual_seed(0)
-    ot = featmatch.load("loftr.tiny", pretrained=False, match_type="sinkhorn", threshold=0.0)
+    ot = featmatch.load("loftr.tiny", pretrained=False, **RAW, match_type="sinkhorn", threshold=0.0)
     assert "coarse_matching.bin_score" in ot.state_dict()
     a, b = _pair()
     m = ot.match(a, b)
@@ -350,7 +374,7 @@ def test_full_attention_option_and_masks():
             out0, out1 = tr(pad0, x1, mask0, torch.ones(1, 9, dtype=torch.bool))
         assert torch.allclose(out0[:, :12], ref0, atol=1e-5) and torch.allclose(out1, ref1, atol=1e-5)
     torch.manual_seed(0)
-    m = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0, coarse_attention="full", fine_attention="full")
+    m = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0, coarse_attention="full", fine_attention="full")
     assert isinstance(m.match(*_pair()), Matches)
 
 
@@ -379,7 +403,7 @@ def test_eval_backbone_equals_plain_modules():
     plain module path (as in training, here with the BatchNorms' running statistics) gives
     the same maps (float64: equal to rounding)."""
     torch.manual_seed(0)
-    m = featmatch.load("loftr.tiny", pretrained=False).double().eval()
+    m = featmatch.load("loftr.tiny", pretrained=False, **RAW).double().eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, t in m.backbone.state_dict().items():
@@ -473,7 +497,7 @@ def test_training_after_inference_and_cached_position_encoding():
     """The positional encoding is cached per size (also when first built under inference
     mode); a training step afterwards still backpropagates, and eval outputs are unchanged."""
     torch.manual_seed(0)
-    m = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0)
+    m = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0)
     a, b = _pair()
     first = m.match(a, b)
     state = {k: v.clone() for k, v in m.state_dict().items()}
@@ -524,7 +548,7 @@ def test_batch_mismatch_and_config_errors(tiny):
                         ({"temprature": 0.1}, "did you mean 'temperature'"),
                         ({"block_dims": [33, 64, 128]}, "divisible")]:
         with pytest.raises(UsageError, match=pattern):
-            featmatch.load("loftr.tiny", pretrained=False, **kw)
+            featmatch.load("loftr.tiny", pretrained=False, **RAW, **kw)
     with pytest.raises(UsageError, match="multiples of 8"):
         tiny(torch.rand(1, 1, 60, 64), torch.rand(1, 1, 64, 64))
 
@@ -537,8 +561,11 @@ def test_cli_match_with_weights(tmp_path, tiny):
     _as_official_ckpt(tiny.state_dict(), ckpt)
     cmd = [sys.executable, "-m", "featmatch.cli", "match", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
            "--model", "loftr.tiny", "--geometry", "none"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "no trained checkpoint yet" in res.stderr
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # the shipped checkpoint
+    assert res.returncode == 0 and "matches:" in res.stdout, res.stderr
+    outdoor = [a if a != "loftr.tiny" else "loftr.outdoor" for a in cmd]
+    res = subprocess.run(outdoor, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "cannot be downloaded" in res.stderr
     out = tmp_path / "m.npz"
     res = subprocess.run(cmd + ["--weights", str(ckpt), "--set", "threshold=0.0", "--set", "symmetric=true",
                                 "--output", str(out)], capture_output=True, text=True, timeout=300)
@@ -549,10 +576,25 @@ def test_cli_match_with_weights(tmp_path, tiny):
 def test_float64_model_matches_through_the_front_door():
     """The front door feeds images in the model's dtype (a .double() model used to fail)."""
     torch.manual_seed(0)
-    m = featmatch.load("loftr.tiny", pretrained=False, threshold=0.0).double()
+    m = featmatch.load("loftr.tiny", pretrained=False, **RAW, threshold=0.0).double()
     img = textured(64, 96, seed=2)
     out = m.match(img, img)
     assert out.points0.dtype == torch.float64 and len(out) > 0
+
+
+def test_subpixel_step_option():
+    """subpixel='lk' (front door, caller's resolution) sharpens LoFTR's image-1 points."""
+    from featmatch.eval.metrics import reprojection_errors_h
+
+    img = cv2.GaussianBlur(textured(240, 320, seed=12), (0, 0), 1.0)
+    H = np.array([[1.0, 0.0, 3.3], [0.0, 1.0, -2.6], [0.0, 0.0, 1.0]])
+    warped = cv2.warpPerspective(img, H, (320, 240), flags=cv2.INTER_LINEAR)
+    errs = {}
+    for mode in ("none", "lk"):
+        m = featmatch.load("loftr.tiny", resize=None, subpixel=mode).match(img, warped)
+        e = reprojection_errors_h(m.points0.numpy(), m.points1.numpy(), H)
+        errs[mode] = np.median(e[e < 4])
+    assert errs["lk"] < 0.5 * errs["none"] and errs["lk"] < 0.1, errs
 
 
 def test_subpixel_options_are_checked():

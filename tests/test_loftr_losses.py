@@ -16,6 +16,10 @@ from featmatch.train.losses.loftr import (LoFTRLossWeights, cell_anchors, coarse
 
 from conftest import textured
 
+#: loftr.tiny without its inference defaults (resize to 640, Lucas-Kanade step): the small
+#: test images are matched as they are
+RAW = {"resize": None, "subpixel": "none"}
+
 
 def _translation(tx: float, ty: float, b: int = 1) -> torch.Tensor:
     H = torch.eye(3)
@@ -166,7 +170,7 @@ def _loss(model, a, b, H, focal=True):
 
 def test_gradients_flow_into_every_part():
     torch.manual_seed(0)
-    model = featmatch.load("loftr.tiny", pretrained=False).train()
+    model = featmatch.load("loftr.tiny", pretrained=False, **RAW).train()
     a, b, H = _toy_pair()
     total, coarse, fine, gt = _loss(model, a, b, H)
     assert len(gt.i) > 20 and torch.isfinite(total)
@@ -181,7 +185,7 @@ def test_gradients_flow_into_every_part():
 
 def test_sinkhorn_model_trains_with_dustbin_loss():
     torch.manual_seed(0)
-    model = featmatch.load("loftr.tiny", pretrained=False, match_type="sinkhorn").train()
+    model = featmatch.load("loftr.tiny", pretrained=False, **RAW, match_type="sinkhorn").train()
     a, b, H = _toy_pair()
     gt = coarse_gt_homography(H, (8, 8), (8, 8))
     out = model(a, b)
@@ -200,7 +204,7 @@ def _fine_error(model, a, b, H) -> float:
 @pytest.mark.parametrize("focal", [True, False])
 def test_a_few_steps_reduce_the_loss(focal):
     torch.manual_seed(0)
-    model = featmatch.load("loftr.tiny", pretrained=False).train()
+    model = featmatch.load("loftr.tiny", pretrained=False, **RAW).train()
     a, b, H = _toy_pair()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     first, fine_err0 = None, _fine_error(model, a, b, H)

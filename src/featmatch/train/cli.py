@@ -120,7 +120,9 @@ def build_loftr_run(args: argparse.Namespace):
     size = _parse_size(args.size)
     train, val, meta = _datasets(args, size)
     torch.manual_seed(args.seed)
-    net = LoFTR(make_config("loftr.tiny"))
+    # the architecture of loftr.tiny without its inference defaults: validation matches the
+    # training-size images as they are
+    net = LoFTR(make_config("loftr.tiny", resize=None, subpixel="none"))
     recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss), val_set=val)
     meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
     return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
