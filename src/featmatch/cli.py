@@ -63,7 +63,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if c.weights is None:
             cached, wl, origin = "-", "-", c.weights_origin
         else:
-            cached = "yes" if hub.cached_path(name) is not None else "no"
+            path = hub.cached_path(name)
+            cached = "no" if path is None else ("yes" if path.parent == hub.home() else "in package")
             wl, origin = c.weights.license, c.weights_origin
         rows.append((name, c.kind, c.code_license, origin, wl, cached))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    s = sub.add_parser("list", help="models, licences and whether their weights are cached")
+    s = sub.add_parser("list", help="models, licences and whether their weights are cached (or in the package)")
     s.set_defaults(run=_cmd_list)
 
     s = sub.add_parser("download", help="fetch official weights into $FEATMATCH_HOME")
