@@ -14,6 +14,7 @@ points in the caller's pixels. Subclasses implement ``_extract`` / ``_match`` on
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Optional
 
 import torch
@@ -45,6 +46,7 @@ class Model(nn.Module):
 
     def __init__(self, config: Any):
         super().__init__()
+        check_common_options(config)
         self.config = config
 
     @property
@@ -177,6 +179,37 @@ class Extractor(Model):
         if f0.is_batched or f1.is_batched:
             raise UsageError("match() takes one image per side; loop over a batch or use extract() + match_features()")
         return self.match_features(f0, f1)
+
+
+def is_int(v: Any) -> bool:
+    """An integer option value (``bool`` excluded)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """A finite real option value (``bool`` excluded)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_common_options(config: Any) -> None:
+    """Validate the options several models share, where ``config`` has them: ``resize``,
+    ``max_pixels``, ``top_k``, ``detection_threshold`` and the matcher's thresholds. Called
+    by :class:`Model` for every model, so a wrong value fails at ``load()`` with one line
+    instead of deep inside inference."""
+    r = getattr(config, "resize", None)
+    if r is not None and not (is_int(r) and r >= 1):
+        raise UsageError(f"resize must be a positive integer (long side in pixels) or None, got {r!r}")
+    if hasattr(config, "max_pixels") and not (is_int(config.max_pixels) and config.max_pixels >= 1):
+        raise UsageError(f"max_pixels must be a positive integer, got {config.max_pixels!r}")
+    if hasattr(config, "top_k") and not is_int(config.top_k):
+        raise UsageError(f"top_k must be an integer, got {config.top_k!r}")
+    if hasattr(config, "detection_threshold") and not is_number(config.detection_threshold):
+        raise UsageError(f"detection_threshold must be a number, got {config.detection_threshold!r}")
+    m = getattr(config, "matcher", None)
+    for key in ("min_score", "max_distance", "ratio"):
+        v = getattr(m, key, None)
+        if v is not None and not is_number(v):
+            raise UsageError(f"matcher.{key} must be a number or None, got {v!r}")
 
 
 SUBPIXEL_MODES = ("lk", "none")

@@ -31,7 +31,7 @@ from ..ops.mnn import mutual_nn_batched
 from ..ops.nms import nms_points
 from ..registry import ModelCard, WeightSpec, register
 from ..types import Features, Matches
-from .base import DenseMatcher, Extractor, check_subpixel
+from .base import DenseMatcher, Extractor, check_subpixel, is_int, is_number
 from .nn_matcher import MNNConfig, MutualNN
 
 XFEAT_WEIGHTS = WeightSpec(
@@ -201,6 +201,9 @@ class XFeat(Extractor):
 
     def __init__(self, config: XFeatConfig = XFeatConfig()):
         super().__init__(config)
+        k = config.nms_kernel
+        if not (is_int(k) and k >= 1 and k % 2 == 1):
+            raise UsageError(f"nms_kernel must be an odd integer >= 1 (window in pixels), got {k!r}")
         self.net = XFeatNet()
         self.matcher = MutualNN(config.matcher)
 
@@ -303,6 +306,16 @@ class XFeatStar(DenseMatcher):
         if config.refine_decoder not in ("self-referenced", "calibrated", "centered"):
             raise UsageError(f"refine_decoder must be self-referenced, calibrated or centered; got '{config.refine_decoder}'")
         check_subpixel(config)
+        c = config
+        if not (len(c.scales) == 2 and all(is_number(v) and v > 0 for v in c.scales)):
+            raise UsageError(f"scales must be two positive numbers, got {c.scales!r}")
+        if not (len(c.scale_shares) == 2 and all(is_number(v) and v >= 0 for v in c.scale_shares)
+                and sum(c.scale_shares) > 0):
+            raise UsageError(f"scale_shares must be two numbers >= 0 with a positive sum, got {c.scale_shares!r}")
+        if not is_number(c.fine_conf):
+            raise UsageError(f"fine_conf must be a number, got {c.fine_conf!r}")
+        if not (is_number(c.refine_temperature) and c.refine_temperature > 0):
+            raise UsageError(f"refine_temperature must be > 0, got {c.refine_temperature!r}")
         self.net = XFeatNet()
 
     remap_state_dict = XFeat.remap_state_dict

@@ -86,10 +86,6 @@ class ALIKED(Extractor):
         c = config
         if not isinstance(c.nms_radius, int) or isinstance(c.nms_radius, bool) or c.nms_radius < 1:
             raise UsageError(f"nms_radius must be an integer >= 1, got {c.nms_radius!r}")
-        if not isinstance(c.top_k, int) or isinstance(c.top_k, bool):
-            raise UsageError(f"top_k must be an integer (<= 0: no limit), got {c.top_k!r}")
-        if not isinstance(c.detection_threshold, (int, float)) or isinstance(c.detection_threshold, bool):
-            raise UsageError(f"detection_threshold must be a number, got {c.detection_threshold!r}")
         self.variant = variant
         v = VARIANTS[variant]
         self.descriptor_dim = v.dim
