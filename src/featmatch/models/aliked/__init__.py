@@ -43,7 +43,7 @@ import torch
 from ...errors import UsageError
 from ...registry import ModelCard, register
 from ...types import Features
-from ..base import Extractor
+from ..base import Extractor, is_int
 from ..nn_matcher import MNNConfig, MutualNN
 from .detection import detect_keypoints, iterative_nms, refine_keypoints
 from .network import (DIVISOR, MAX_KEYPOINTS_DEFAULT, MAX_PIXELS, SDDH, SOFTARGMAX_TEMPERATURE, VARIANTS,
@@ -84,7 +84,7 @@ class ALIKED(Extractor):
         if variant not in VARIANTS:
             raise UsageError(f"unknown ALIKED variant '{variant}'; use one of {', '.join(VARIANTS)}")
         c = config
-        if not isinstance(c.nms_radius, int) or isinstance(c.nms_radius, bool) or c.nms_radius < 1:
+        if not (is_int(c.nms_radius) and c.nms_radius >= 1):
             raise UsageError(f"nms_radius must be an integer >= 1, got {c.nms_radius!r}")
         self.variant = variant
         v = VARIANTS[variant]
