@@ -172,8 +172,8 @@ def test_shipped_tiny_checkpoint_loads_offline_and_matches():
     H = np.array([[0.98, -0.12, 22.0], [0.11, 0.97, -6.0], [0.0, 0.0, 1.0]])
     warped = cv2.warpPerspective(img, H, (320, 240))
     m = model.match(img, warped)
-    assert len(m) > 200  # measured 750+
-    assert mma(m.points0.numpy(), m.points1.numpy(), H, thresholds=(3,))[3] > 0.9  # measured 0.99
+    assert len(m) > 200  # measured 3373 (upscaled to 640x480 by the default resize)
+    assert mma(m.points0.numpy(), m.points1.numpy(), H, thresholds=(3,))[3] > 0.9  # measured 0.998
     torch.manual_seed(0)
     assert len(featmatch.load("loftr.tiny", pretrained=False, **RAW).match(img, warped)) < 10
 
