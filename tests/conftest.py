@@ -11,6 +11,10 @@ import torch
 torch.set_num_threads(2)
 FIXTURES = Path(__file__).parent / "fixtures"
 
+#: loftr.tiny options without its inference defaults (resize to 640, Lucas-Kanade step), so
+#: the small test images are matched as they are
+LOFTR_TINY_RAW = {"resize": None, "subpixel": "none"}
+
 
 def textured(h: int = 192, w: int = 256, seed: int = 0, channels: int = 3) -> np.ndarray:
     """A blob-textured uint8 image with corners and edges (no external data)."""

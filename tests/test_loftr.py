@@ -23,11 +23,7 @@ from featmatch.models.loftr.fine import crop_windows
 from featmatch.models.loftr.transformer import LocalFeatureTransformer, linear_attention
 from featmatch.types import Matches
 
-from conftest import FIXTURES, textured
-
-#: loftr.tiny without its inference defaults (resize to 640, Lucas-Kanade step): the small
-#: test images are matched as they are
-RAW = {"resize": None, "subpixel": "none"}
+from conftest import FIXTURES, LOFTR_TINY_RAW as RAW, textured
 
 
 # ----------------------------------------------------------------------------- helpers

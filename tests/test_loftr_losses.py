@@ -14,11 +14,7 @@ from featmatch.train.losses.loftr import (LoFTRLossWeights, cell_anchors, coarse
                                           coarse_focal_loss, coarse_gt_depth, coarse_gt_homography,
                                           coarse_nll_loss, fine_gt, fine_l2_std_loss, loftr_total)
 
-from conftest import textured
-
-#: loftr.tiny without its inference defaults (resize to 640, Lucas-Kanade step): the small
-#: test images are matched as they are
-RAW = {"resize": None, "subpixel": "none"}
+from conftest import LOFTR_TINY_RAW as RAW, textured
 
 
 def _translation(tx: float, ty: float, b: int = 1) -> torch.Tensor:

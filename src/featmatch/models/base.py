@@ -219,7 +219,7 @@ def check_subpixel(config: Any) -> None:
     """Validate the ``subpixel`` / ``lk_radius`` / ``lk_max_move`` options of a dense config."""
     if config.subpixel not in SUBPIXEL_MODES:
         raise UsageError(f"subpixel must be 'lk' or 'none'; got '{config.subpixel}'")
-    if not isinstance(config.lk_radius, int) or isinstance(config.lk_radius, bool) or config.lk_radius < 1:
+    if not (is_int(config.lk_radius) and config.lk_radius >= 1):
         raise UsageError(f"lk_radius must be an integer >= 1, got {config.lk_radius!r}")
     if not config.lk_max_move > 0:
         raise UsageError(f"lk_max_move must be > 0, got {config.lk_max_move!r}")

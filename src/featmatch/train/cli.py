@@ -110,8 +110,7 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
 
 def build_loftr_run(args: argparse.Namespace):
     """Trainer of the ``loftr.tiny`` preset from random weights."""
-    from ..registry import make_config
-    from ..models.loftr import LoFTR
+    from ..models.loftr import TINY, LoFTR, LoFTRConfig
     from .recipes.loftr import LoFTRRecipe, LoFTRRecipeConfig
     from .trainer import Trainer
 
@@ -120,9 +119,9 @@ def build_loftr_run(args: argparse.Namespace):
     size = _parse_size(args.size)
     train, val, meta = _datasets(args, size)
     torch.manual_seed(args.seed)
-    # the architecture of loftr.tiny without its inference defaults: validation matches the
-    # training-size images as they are
-    net = LoFTR(make_config("loftr.tiny", resize=None, subpixel="none"))
+    # the loftr.tiny architecture (TINY) without its inference defaults (TINY_INFERENCE):
+    # validation matches the training-size images as they are
+    net = LoFTR(LoFTRConfig(**TINY))
     recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss), val_set=val)
     meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
     return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
