@@ -91,3 +91,17 @@ def test_depth_pairs_bad_root(tmp_path):
     (tmp_path / "pairs.json").write_text('[{"image0": "a.png"}]')
     with pytest.raises(FeatmatchError, match="lacks"):
         DepthPairs(tmp_path)
+
+
+def test_list_images_recurses_into_subfolders_and_skips_hidden(tmp_path):
+    from featmatch.data import list_images
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    for p in ["top.png", "a/one.jpg", "a/b/two.PNG", ".hidden/x.png", "a/notes.txt"]:
+        (tmp_path / p).write_bytes(b"x")
+    names = [f.relative_to(tmp_path).as_posix() for f in list_images(tmp_path)]
+    assert names == ["a/b/two.PNG", "a/one.jpg", "top.png"]
+    assert [f.name for f in list_images(tmp_path, recursive=False)] == ["top.png"]
+    with pytest.raises(FeatmatchError, match="no images"):
+        list_images(tmp_path / "a" / "b" / "empty") if (tmp_path / "a/b/empty").mkdir() is None else None

@@ -43,12 +43,17 @@ class SyntheticConfig:
     length: int = 1_000_000  # nominal dataset length (indices are unbounded in practice)
 
 
-def list_images(folder: Union[str, Path]) -> list[Path]:
-    """Image files directly inside ``folder`` (sorted); raises a clear error if none."""
+def list_images(folder: Union[str, Path], recursive: bool = True) -> list[Path]:
+    """Image files in ``folder`` and, by default, its sub-folders (sorted, hidden ones skipped).
+
+    Raises a clear error if there are none.
+    """
     p = Path(folder)
     if not p.is_dir():
         raise FeatmatchError(f"image folder not found: {p}")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    candidates = p.rglob("*") if recursive else p.iterdir()
+    files = sorted(f for f in candidates if f.suffix.lower() in IMAGE_EXTS and f.is_file()
+                   and not any(part.startswith(".") for part in f.relative_to(p).parts))
     if not files:
         raise FeatmatchError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
     return files
