@@ -112,10 +112,15 @@ def read_state_dict(path: Union[str, Path]) -> dict:
 
     Unwraps the usual containers (``state_dict``, ``model``).
     """
+    import argparse
+
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # DRC-Net's released checkpoint pickles its training options (an argparse.Namespace)
+        # under 'args': allow exactly that class, nothing else
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt / truncated / not a checkpoint
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"cannot read weight file {path} ({msg[:160]}); delete it and download it again") from None

@@ -58,13 +58,6 @@ class ResNet101Split(nn.Module):
             nn.Sequential(m.layer2),
             nn.Sequential(m.layer3),
         ])
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
@@ -196,8 +189,6 @@ class FeatureExtraction(nn.Module):
         self.backbone_name = backbone
         if backbone == "resnet101":
             self.extractor_list = bb.extractor_list
-            self.register_buffer("mean", bb.mean.clone(), persistent=False)
-            self.register_buffer("std", bb.std.clone(), persistent=False)
         else:
             self.backbone = bb
         for p in self.frozen_parameters():
@@ -224,7 +215,9 @@ class FeatureExtraction(nn.Module):
         if hasattr(self, "extractor_list"):
             if x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)
-            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            x = (x - mean) / std
             out = []
             for stage in self.extractor_list:
                 x = stage(x)
