@@ -174,3 +174,36 @@ def test_train_cli_one_step_and_resume(tmp_path, monkeypatch, capsys):
     assert "NeighConsensus.conv.0.weight" in state
     assert main(args[:6] + ["--out", str(tmp_path / "other"), "--backbone", "vgg"]) == 2
     assert "backbone" in capsys.readouterr().err
+
+
+def test_cli_match_and_list(tmp_path, capsys):
+    from featmatch.cli import main
+    from featmatch.models.drcnet import XFEAT
+
+    torch.manual_seed(0)
+    path = tmp_path / "drc.pt"
+    torch.save(DRCNet(DRCNetConfig(**XFEAT)).state_dict(), path)
+    a = textured(96, 128, seed=5)
+    cv2.imwrite(str(tmp_path / "a.png"), a)
+    cv2.imwrite(str(tmp_path / "b.png"), np.roll(a, (4, 8), (0, 1)))
+    out = tmp_path / "m.npz"
+    assert main(["match", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", "drcnet.xfeat",
+                 "--weights", str(path), "--output", str(out), "--geometry", "none"]) == 0
+    assert np.load(out)["points0"].shape[1] == 2
+    assert main(["match", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", "drcnet.resnet101"]) == 1
+    assert "dualrc-net.pth.tar" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "drcnet.resnet101" in listing and "drcnet.xfeat" in listing
+
+
+def test_huge_images_are_capped_by_max_pixels(caplog):
+    torch.manual_seed(0)
+    net = DRCNet(DRCNetConfig(backbone="xfeat", fpn="two_heads", feature_dim=16, max_pixels=96 * 64)).eval()
+    a = textured(192, 256, seed=4)
+    with caplog.at_level("WARNING"):
+        m = net.match(a, np.roll(a, (8, 16), (0, 1)))
+    assert "max_pixels" in caplog.text
+    if len(m):  # points in the caller's pixels
+        assert float(m.points0.max()) <= 255.5 and float(m.points0[:, 1].max()) <= 191.5
+        assert float(m.points0[:, 0].max()) > 100  # not left in the downscaled image's frame
