@@ -188,7 +188,7 @@ def test_cli_match_and_list(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "b.png"), np.roll(a, (4, 8), (0, 1)))
     out = tmp_path / "m.npz"
     assert main(["match", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", "drcnet.xfeat",
-                 "--weights", str(path), "--output", str(out), "--geometry", "none"]) == 0
+                 "--weights", str(path), "--output", str(out), "--geometry", "none", "--resize", "128"]) == 0
     assert np.load(out)["points0"].shape[1] == 2
     assert main(["match", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", "drcnet.resnet101"]) == 1
     assert "dualrc-net.pth.tar" in capsys.readouterr().err

@@ -56,6 +56,10 @@ DRCNET_XFEAT_WEIGHTS = WeightSpec(
 
 #: the light CPU preset (config overrides of DRCNetConfig); the trained architecture
 XFEAT = {"backbone": "xfeat", "fpn": "two_heads", "feature_dim": 128}
+#: inference default of the shipped drcnet.xfeat (on top of XFEAT): trained at 320x256, it
+#: matches images with their long side at 640 px (points in the caller's pixels); chosen a
+#: priori (the same size as loftr.tiny), not tuned on the benchmark
+XFEAT_INFERENCE = {"resize": 640}
 
 register(
     "drcnet.xfeat",
@@ -66,5 +70,5 @@ register(
         input="RGB or grey float [0, 1], any size (grey for the backbone; resized to multiples of 16)",
         notes="head trained by featmatch on synthetic homography pairs; backbone = official xfeat.pt "
               "(featmatch download xfeat). Recipe and numbers: docs/drcnet.md"),
-    config_cls=DRCNetConfig, build=DRCNet, defaults=XFEAT,
+    config_cls=DRCNetConfig, build=DRCNet, defaults={**XFEAT, **XFEAT_INFERENCE},
 )
