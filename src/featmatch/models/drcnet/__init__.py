@@ -49,7 +49,7 @@ register(
 #: (``xfeat.pt`` from the hub, sha256-checked). Made by ``scripts/export_drcnet_xfeat.py``.
 DRCNET_XFEAT_WEIGHTS = WeightSpec(
     filename="drcnet_xfeat.pt",
-    sha256="0" * 64,
+    sha256="23dfff34808bcbb4b3029cb89bde059145e0104bef788fc9c621ddbcc54589db",
     installed=(("featmatch", "weights/drcnet_xfeat.pt"),),
     license="Apache-2.0",
 )
