@@ -207,3 +207,22 @@ def test_huge_images_are_capped_by_max_pixels(caplog):
     if len(m):  # points in the caller's pixels
         assert float(m.points0.max()) <= 255.5 and float(m.points0[:, 1].max()) <= 191.5
         assert float(m.points0[:, 0].max()) > 100  # not left in the downscaled image's frame
+
+
+@pytest.mark.weights
+def test_shipped_drcnet_xfeat_matches_a_shift():
+    from conftest import need_weights
+
+    import featmatch
+
+    need_weights("xfeat")
+    m = featmatch.load("drcnet.xfeat", resize=None)
+    a = textured(192, 256, seed=7)
+    b = np.roll(a, (16, 32), (0, 1))
+    res = m.match(a, b)
+    assert len(res) > 50
+    # most matches follow the shift (interior points; np.roll wraps at the border)
+    d = res.points1 - res.points0
+    inside = (res.points0[:, 0] < 200) & (res.points0[:, 1] < 160)
+    ok = ((d[inside] - torch.tensor([32.0, 16.0])).norm(dim=1) <= 3).float().mean()
+    assert float(ok) > 0.8
