@@ -255,7 +255,7 @@ class DRCNet(DenseMatcher):
     def load_backbone_weights(self, path: str) -> None:
         """Load torchvision's ImageNet ResNet-101 file (``resnet101-*.pth``) into the frozen
         backbone, strictly (layer4 and fc are dropped; every other key must fit). Never
-        downloads; logs the file's sha256."""
+        downloads; reports the file's sha256 (a logged warning, so the CLI prints it)."""
         from pathlib import Path
 
         p = Path(path).expanduser()
@@ -278,7 +278,8 @@ class DRCNet(DenseMatcher):
                 raise WeightsError(f"backbone_weights {p}: '{k}' has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
         self.FeatureExtraction.extractor_list.load_state_dict(state, strict=True)
         self.backbone_sha256 = digest
-        log.info("DRC-Net backbone weights %s (sha256 %s)", p, digest)
+        # a warning so that the CLI (WARNING level) shows which file the backbone came from
+        log.warning("DRC-Net backbone: torchvision ResNet-101 weights %s (sha256 %s)", p, digest)
 
     def remap_state_dict(self, state: dict) -> dict:
         """Reference checkpoint -> this module: strip ``module.`` (DataParallel); Conv4d
