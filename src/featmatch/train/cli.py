@@ -138,8 +138,10 @@ def build_xfeat_run(args: argparse.Namespace):
     net = XFeatNet()
     if args.init == "official" and not args.resume:
         from .. import hub
+        from ..registry import model_card, weights_path
 
-        state = hub.read_state_dict(hub.resolve("xfeat"))
+        path = weights_path("xfeat")
+        state = hub.read_state_dict(path, origin=hub.origin(model_card("xfeat").weights, path), name="xfeat")
         from ..models.xfeat import remap_official
 
         net.load_state_dict(remap_official(state), strict=True)
