@@ -39,7 +39,7 @@ def test_list_shows_models_and_licences():
     assert res.returncode == 0
     assert "xfeat-star" in res.stdout and "Apache-2.0" in res.stdout and "cached" in res.stdout
     tiny = next(line for line in res.stdout.splitlines() if line.startswith("loftr.tiny "))
-    assert tiny.endswith("in package")  # its checkpoint ships with featmatch
+    assert "in package" in tiny  # its checkpoint ships with featmatch
 
 
 @pytest.mark.weights
