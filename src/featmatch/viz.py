@@ -79,7 +79,7 @@ def draw_matches(image0: Any, image1: Any, points0: Any, points1: Any,
     full_w = a.shape[1] + gap + b.shape[1]
     s = 1.0
     if max_size is not None and max(h, full_w) > max_size:
-        s = max_size / max(h, full_w)
+        s = min(max_size / h, (max_size - gap) / (a.shape[1] + b.shape[1]))
         size = lambda im: (max(1, round(im.shape[1] * s)), max(1, round(im.shape[0] * s)))  # noqa: E731
         a = cv2.resize(a, size(a), interpolation=cv2.INTER_AREA)
         b = cv2.resize(b, size(b), interpolation=cv2.INTER_AREA)
