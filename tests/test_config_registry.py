@@ -153,3 +153,15 @@ def test_device_checked_at_load():
     m = featmatch.load("xfeat", pretrained=False, device="auto")
     expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
     assert m.device.type == expected
+
+
+def test_warnings_name_the_image_the_same_way_for_sparse_and_dense(caplog):
+    """Issue 13, point 18: warnings said `image:` or `image0:` depending on the model."""
+    img = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    for name in ("sift", "xfeat-star"):
+        model = featmatch.load(name, pretrained=False, max_pixels=1024)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="featmatch"):
+            model.match(img, img)
+        msgs = [r.getMessage() for r in caplog.records if "more than 1024 pixels" in r.getMessage()]
+        assert [m.split(":")[0] for m in msgs] == ["image0", "image1"], (name, msgs)

@@ -34,6 +34,26 @@ def register_command(name: str, help: str, add_arguments: Callable[[argparse.Arg
     _COMMANDS[name] = (help, add_arguments, run)
 
 
+def _overrides(pairs: Optional[Sequence[str]]) -> dict:
+    """Untyped ``KEY=VALUE`` strings -> nested dict (JSON values, else text), for options
+    that are not a model config (e.g. a COLMAP mapper's). Model options go through
+    :func:`model_overrides`, which parses each value by the config field's type."""
+    out: dict = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise UsageError(f"expected KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        try:
+            node[parts[-1]] = json.loads(value)
+        except json.JSONDecodeError:
+            node[parts[-1]] = value
+    return out
+
+
 def model_overrides(model: str, assignments: Optional[Sequence[str]], **options: Any) -> dict:
     """Config overrides for ``model`` from ``--set KEY=VALUE`` strings (parsed once against
     the field types of the model's frozen config) plus typed options from dedicated flags
