@@ -79,6 +79,8 @@ def test_load_without_weights_names_download_command(tmp_path, monkeypatch):
     ("sift", {"matcher": {"ratio": 1.5}}, r"matcher.ratio .* must be in \(0, 1\]"),
     ("xfeat", {"matcher": {"min_score": 2}}, r"matcher.min_score is a cosine similarity in \[-1, 1\]"),
     ("orb", {"matcher": {"max_distance": -1}}, "matcher.max_distance must be >= 0"),
+    ("xfeat-star", {"fine_conf": 1.0}, r"fine_conf must be a number in \[0, 1\)"),
+    ("loftr.tiny", {"threshold": -0.5}, r"threshold must be in \[0, 1\)"),
     # issue 13, point 4: a group of options given one value
     ("xfeat", {"matcher": "lightglue"}, r"option 'matcher' is a group of options \(MNNConfig\).*matcher.metric="),
 ])

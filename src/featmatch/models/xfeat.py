@@ -314,8 +314,8 @@ class XFeatStar(DenseMatcher):
         if not (len(c.scale_shares) == 2 and all(is_number(v) and v >= 0 for v in c.scale_shares)
                 and sum(c.scale_shares) > 0):
             raise UsageError(f"scale_shares must be two numbers >= 0 with a positive sum, got {c.scale_shares!r}")
-        if not is_number(c.fine_conf):
-            raise UsageError(f"fine_conf must be a number, got {c.fine_conf!r}")
+        if not (is_number(c.fine_conf) and 0 <= c.fine_conf < 1):  # a softmax probability: >= 1 keeps nothing
+            raise UsageError(f"fine_conf must be a number in [0, 1) (refinement confidence), got {c.fine_conf!r}")
         if not (is_number(c.refine_temperature) and c.refine_temperature > 0):
             raise UsageError(f"refine_temperature must be > 0, got {c.refine_temperature!r}")
         self.net = XFeatNet()
