@@ -106,6 +106,12 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- match
 def _cmd_match(args: argparse.Namespace) -> int:
+    if getattr(args, "pairs", None) is not None:  # many pairs: featmatch.pipeline (extract once, match many)
+        from .pipeline.cli import run_match
+
+        return run_match(args)
+    if args.image0 is None or args.image1 is None:
+        raise UsageError("match needs two images (IMAGE0 IMAGE1), or --pairs PAIRS_TXT --features H5 --out H5")
     import numpy as np
 
     from .registry import load, make_config
@@ -207,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_cmd_download)
 
     s = sub.add_parser("match", help="match two images")
-    s.add_argument("image0")
-    s.add_argument("image1")
+    s.add_argument("image0", nargs="?")
+    s.add_argument("image1", nargs="?")
     s.add_argument("--model", default="xfeat", help="model name (default: xfeat)")
     s.add_argument("--max-keypoints", type=int, default=None, help="keypoints per image (top_k)")
     s.add_argument("--resize", type=int, default=None, help="resize so the long side is N pixels")
@@ -222,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any model config option, e.g. --set detection_threshold=0.1")
     s.set_defaults(run=_cmd_match)
+    from .pipeline.cli import add_match_options
+
+    add_match_options(s)  # match --pairs: the pipeline's many-pairs mode
 
     _load_plugins()
     for name, (help_text, add_args, run) in _COMMANDS.items():
@@ -234,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_plugins() -> None:
     import importlib
 
-    for mod in ("featmatch.eval.cli", "featmatch.train.cli"):
+    for mod in ("featmatch.eval.cli", "featmatch.train.cli", "featmatch.pipeline.cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -5,8 +5,9 @@
 * :func:`from_list`: a pairs file checked against the known images.
 * :func:`retrieval`: the ``num`` most similar images of each, by a global descriptor
   aggregated from the local features themselves (VLAD: residuals to a k-means codebook
-  built on the collection's descriptors, intra-normalised, signed square root, L2),
-  so no extra weights are needed.
+  built on the collection's descriptors, intra-normalised, signed square root, L2,
+  then centred on the collection's mean and L2-normalised again), so no extra weights
+  are needed.
 """
 
 from __future__ import annotations
@@ -169,7 +170,11 @@ def global_descriptors(features: Union[str, os.PathLike], names: Optional[Sequen
     if len(pool) < clusters:
         raise FeatmatchError(f"too few local descriptors ({len(pool)}) in {features} to build a {clusters}-word codebook")
     codebook = kmeans(pool.astype(np.float64), clusters, seed=seed)
-    return names, np.stack([vlad(d.astype(np.float64), codebook) for d in descs])
+    g = np.stack([vlad(d.astype(np.float64), codebook) for d in descs])
+    if len(g) > 2:  # centre on the collection: removes the component every image shares
+        g = g - g.mean(0)
+        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    return names, g
 
 
 def retrieval(features: Union[str, os.PathLike], num: int = 10, names: Optional[Sequence[str]] = None, *,

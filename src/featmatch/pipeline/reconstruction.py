@@ -84,15 +84,16 @@ def reconstruct(images: PathLike, out: PathLike, model: str = "xfeat", *, overri
             names the best pair and its inliers).
     """
     from ..registry import get_entry
-    from .extract import extract, list_images
-    from .match import match_dense, match_features
+    from .extraction import extract, list_images
+    from .matching import match_dense, match_features
 
     if pairs not in PAIR_MODES:
         raise UsageError(f"unknown pairs mode '{pairs}'; use one of {', '.join(PAIR_MODES)}")
     if pairs == "from-list" and pairs_file is None:
         raise UsageError("pairs mode 'from-list' needs a pairs file (--pairs-file)")
     kind = get_entry(model).card.kind
-    colmap.pycolmap()  # fail early when the sfm extra is missing
+    pc = colmap.pycolmap()  # fail early when the sfm extra is missing, or on a misspelt mapper option
+    colmap.set_options(pc.IncrementalPipelineOptions(), mapper or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     times: dict = {}

@@ -276,7 +276,7 @@ def match_dense(images: PathLike, pairs: Sequence[Pair], out: PathLike, features
     """
     from ..io import atomic_path
     from ..registry import get_entry
-    from .extract import list_images, model_identity
+    from .extraction import list_images, model_identity
 
     if get_entry(model).card.kind != "dense":
         raise UsageError(f"model '{model}' is sparse: run `featmatch extract` then `featmatch match --features`")
