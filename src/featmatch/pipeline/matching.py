@@ -129,7 +129,9 @@ def match_features(features: PathLike, pairs: Sequence[Pair], out: PathLike, *, 
                          f"{store.FORMAT_VERSION}; extract the features again")
     from ..registry import get_entry
 
-    get_entry(fa["model"])  # unknown model: clear error
+    if get_entry(fa["model"]).card.kind != "sparse":  # unknown model: clear error too
+        raise UsageError(f"{features} holds the merged keypoints of dense model '{fa['model']}' (no descriptors); "
+                         "match dense models with `featmatch match --model M --images DIR --pairs P`")
     cfg = _matcher_config(fa, overrides)
     _build_matcher(cfg)
     check_pairs(pairs, store.feature_names(features), f"the pairs (features file {features})")
