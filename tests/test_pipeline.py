@@ -229,7 +229,7 @@ def test_reconstruct_registers_every_image_with_accurate_cameras(scene, tmp_path
     out = tmp_path / "rec"
     r = pipeline.reconstruct(root, out, "sift", progress=False)
     s = r.summary
-    assert s["registered_images"] == 6 and s["unregistered"] == []
+    assert s["registered_images"] == 6 == s["readable_images"] and s["unregistered"] == []
     assert s["points3D"] > 150 and s["mean_track_length"] > 2.5 and s["mean_reprojection_error_px"] < 1.0
     assert set(s["skipped"]) == {"notes.txt", "left/broken.jpg"}
     assert {"extract_s", "pairs_s", "match_s", "database_s", "verification_s", "mapping_s", "total_s"} <= set(s["time_s"])

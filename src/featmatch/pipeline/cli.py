@@ -213,7 +213,7 @@ def _reconstruct_run(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, engine=args.engine, ray_address=args.ray_address,
                     progress=not args.no_progress, seed=args.seed)
     s = r.summary
-    print(f"registered images: {s['registered_images']} / {s['images'] - len(s['skipped'])}"
+    print(f"registered images: {s['registered_images']} / {s['readable_images']}"
           + (f" (unregistered: {', '.join(s['unregistered'][:5])})" if s["unregistered"] else ""))
     print(f"3-D points: {s['points3D']}  mean track length: {s['mean_track_length']:.2f}  "
           f"mean reprojection error: {s['mean_reprojection_error_px']:.3f} px")

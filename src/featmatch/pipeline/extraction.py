@@ -203,7 +203,7 @@ def extract(images: Union[str, os.PathLike], out: Union[str, os.PathLike], model
     overrides = dict(overrides or {})
     attrs = features_attrs(model, overrides, weights)
     sh = store.ShardedH5(out, attrs, "keypoints")
-    done, _ = sh.done()
+    done, skipped_before = sh.done()
     todo = [n for n in all_names if n not in done]
     log.info("extract: %d images, %d already done, %d to compute", len(all_names), len(all_names) - len(todo), len(todo))
     job = ExtractJob(model, overrides, weights, device, str(images), str(out), attrs, batch_size)
@@ -211,7 +211,8 @@ def extract(images: Union[str, os.PathLike], out: Union[str, os.PathLike], model
         job.load()  # fail fast (missing weights) before the progress bar
     computed = run_shards(job, split(todo, shard_size), engine=engine, desc=f"extract {model}", unit="img",
                           progress=progress, ray_address=ray_address)
-    if not_images:  # non-image files: listed as skipped too
-        sh.write_shard({}, not_images)
+    new_skips = {k: v for k, v in not_images.items() if k not in skipped_before}
+    if new_skips:  # non-image files: listed as skipped too
+        sh.write_shard({}, new_skips)
     info = sh.merge()
     return ExtractResult(Path(out), info["records"], computed, info["skipped"])

@@ -163,7 +163,7 @@ def reconstruct(images: PathLike, out: PathLike, model: str = "xfeat", *, overri
         shutil.rmtree(models_dir)
     recs = colmap.incremental_mapping(db, images, models_dir, options=mapper, seed=seed)
     times["mapping_s"] = time.perf_counter() - t
-    summary: dict = {"model": model, "images": len(all_names), "skipped": skipped, "pairs": len(pair_list),
+    summary: dict = {"model": model, "images": len(all_names), "readable_images": len(names), "skipped": skipped, "pairs": len(pair_list),
                      "pairs_mode": mode, "verified_pairs": len(colmap.verified_pairs(db)), "engine": engine,
                      "time_s": {k: round(v, 3) for k, v in times.items()}}
     if not recs:

@@ -62,10 +62,11 @@ def names_to_pair(name0: str, name1: str) -> str:
 
 def identity_attrs(kind: str, model: str, config: Any, weights_sha256: Optional[str], **extra: Any) -> dict:
     """Root attributes that say what made a file (compared on every reopen)."""
-    from ..eval.cache import _jsonable
+    import dataclasses
 
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     attrs = {"format": kind, "format_version": FORMAT_VERSION, "model": model,
-             "config": json.dumps(_jsonable(config), sort_keys=True), "weights_sha256": weights_sha256 or ""}
+             "config": json.dumps(cfg, sort_keys=True, default=str), "weights_sha256": weights_sha256 or ""}
     attrs.update({k: (v if isinstance(v, (str, int, float)) else json.dumps(v, sort_keys=True)) for k, v in extra.items()})
     return attrs
 
