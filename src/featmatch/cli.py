@@ -213,6 +213,12 @@ def _run_pair(model: Any, img0: Any, img1: Any) -> tuple[Any, dict]:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
+    if getattr(args, "pairs", None) is not None:  # many pairs: featmatch.pipeline (extract once, match many)
+        from .pipeline.cli import run_match
+
+        return run_match(args)
+    if args.image0 is None or args.image1 is None:
+        raise UsageError("match needs two images (IMAGE0 IMAGE1), or --pairs PAIRS_TXT --features H5 --out H5")
     import numpy as np
 
     from .registry import load
@@ -280,8 +286,8 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 
 def _add_match_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("image0")
-    s.add_argument("image1")
+    s.add_argument("image0", nargs="?")
+    s.add_argument("image1", nargs="?")
     add_model_arguments(s)
     s.add_argument("--max-keypoints", type=int, default=None, metavar="N",
                    help="keypoints per image (the model's top_k option; >= 1)")
@@ -335,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("match", help="match two images")
     _add_match_arguments(s)
     s.set_defaults(run=_cmd_match)
+    from .pipeline.cli import add_match_options
+
+    add_match_options(s)  # match --pairs: the pipeline's many-pairs mode
 
     _load_plugins()
     for name, (help_text, add_args, run) in _COMMANDS.items():
@@ -347,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_plugins() -> None:
     import importlib
 
-    for mod in ("featmatch.eval.cli", "featmatch.train.cli"):
+    for mod in ("featmatch.eval.cli", "featmatch.train.cli", "featmatch.pipeline.cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
