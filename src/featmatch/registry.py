@@ -35,6 +35,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "featmatch.models.aliked",
     "featmatch.models.classical",
     "featmatch.models.loftr",
+    "featmatch.models.drcnet",
 )
 
 

@@ -35,7 +35,8 @@ class MixedPairs(torch.utils.data.Dataset):
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", choices=("xfeat", "loftr"), help="what to train (loftr: the loftr.tiny preset)")
+    p.add_argument("method", choices=("xfeat", "loftr", "drcnet"),
+                   help="what to train (loftr: the loftr.tiny preset; drcnet: a light preset, see --backbone)")
     p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs")
     p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
     p.add_argument("--steps", type=int, required=True)
@@ -49,6 +50,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--size", default="320x256", help="training image size WxH (multiples of 32)")
     p.add_argument("--teacher", default="aliked.t16", help="xfeat: keypoint teacher, a featmatch model name or 'fast'")
+    p.add_argument("--backbone", default="xfeat", help="drcnet: frozen official backbone (xfeat or aliked-t16)")
     p.add_argument("--coarse-loss", choices=("focal", "nll"), default="focal", help="loftr: coarse loss")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=250)
@@ -162,7 +164,13 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
-    trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
+    if args.method == "drcnet":
+        from .recipes.drcnet import build_drcnet_run
+
+        args.size_wh = _parse_size(args.size)
+        trainer = build_drcnet_run(args, _datasets(args, args.size_wh), _train_config(args, True))
+    else:
+        trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
     val = trainer.fit(resume=args.resume)
     result = {"step": trainer.step, "val": val, "weights": str(out / "model.pt")}
     if trainer.best is not None:
