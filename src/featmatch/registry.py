@@ -25,6 +25,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "featmatch.models.aliked",
     "featmatch.models.classical",
     "featmatch.models.loftr",
+    "featmatch.models.lift",
 )
 
 

@@ -35,8 +35,9 @@ class MixedPairs(torch.utils.data.Dataset):
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", choices=("xfeat", "loftr"), help="what to train (loftr: the loftr.tiny preset)")
-    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs")
+    p.add_argument("method", choices=("xfeat", "loftr", "lift"), help="what to train (loftr: the loftr.tiny preset)")
+    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs "
+                   "(lift: or a patch set .npz)")
     p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
@@ -65,6 +66,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                         "mma@3; otherwise none)")
     p.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes with --init official)")
+    from .recipes.lift import add_arguments as add_lift_arguments
+
+    add_lift_arguments(p)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -160,7 +164,12 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
-    trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
+    if args.method == "lift":
+        from .recipes.lift import build_run as build_lift_run
+
+        trainer = build_lift_run(args)
+    else:
+        trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
     val = trainer.fit(resume=args.resume)
     result = {"step": trainer.step, "val": val, "weights": str(out / "model.pt")}
     if trainer.best is not None:
