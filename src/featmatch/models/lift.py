@@ -241,6 +241,54 @@ class LIFTNet(nn.Module):
         self.descriptor = LIFTDescriptor()
 
 
+def gather_mapped(m: torch.Tensor, shape_from: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Values of map ``m`` at positions ``(x, y)`` of a map of shape ``shape_from`` (another
+    pyramid level), mapped by the ``(size - 1)`` ratios and rounded; outside -> ``-inf``.
+
+    Shape: m ``(h, w)``; x, y ``(K,)`` -> ``(K,)``."""
+    h0, w0 = shape_from
+    h, w = m.shape
+    xi = torch.round(x * (w - 1) / max(w0 - 1, 1)).long()
+    yi = torch.round(y * (h - 1) / max(h0 - 1, 1)).long()
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    v = m[yi.clamp(0, h - 1), xi.clamp(0, w - 1)]
+    return torch.where(inside, v, torch.full_like(v, float("-inf")))
+
+
+def scale_space_nms(maps: list, radius: int = 3, levels: int = 2, threshold: float = -1e9) -> list:
+    """Non-maximum suppression over position and scale (the authors' runtime).
+
+    A pixel of level ``l`` survives if it is the maximum of its ``(2r+1)^2`` window, the
+    whole window is finite (inside the valid score map), it exceeds ``threshold``, and it is
+    strictly greater than the window maximum at the corresponding position (``(size - 1)``
+    ratios) of each of the ``levels`` levels above and below, which must be finite; the
+    first and last ``levels`` levels produce nothing.
+
+    Shape: maps: list of ``(h_l, w_l)`` score maps (``-inf`` = invalid) -> list of
+    ``(l, yx (K, 2) long, value (K,))`` per level with survivors.
+    """
+    k = 2 * radius + 1
+    maxf = [max_filter(m[None, None], k)[0, 0] for m in maps]
+    out = []
+    for li in range(levels, len(maps) - levels):
+        m = maps[li]
+        finite = torch.isfinite(m)
+        cand = (m == maxf[li]) & finite & (m > threshold)
+        cand &= (-max_filter(-finite.float()[None, None], k))[0, 0] > 0
+        yx = cand.nonzero()
+        if yx.numel() == 0:
+            continue
+        v = m[yx[:, 0], yx[:, 1]]
+        ok = torch.ones_like(v, dtype=torch.bool)
+        for lj in range(li - levels, li + levels + 1):
+            if lj != li:
+                o = gather_mapped(maxf[lj], m.shape, yx[:, 1].float(), yx[:, 0].float())
+                ok &= torch.isfinite(o) & (v > o)
+        if bool(ok.any()):
+            out.append((li, yx[ok], v[ok]))
+    return out
+
+
 # --------------------------------------------------------------------------- authors' descriptor
 def read_theano_descriptor(path: str) -> dict:
     """The authors' released Theano descriptor (``new-CNN3-picc-iter-56k.h5``) as a state
@@ -398,34 +446,15 @@ class LIFT(Extractor):
         levels = self.score_pyramid(g)
         dev = g.device
         empty = (torch.zeros(0, 2, device=dev), torch.zeros(0, device=dev), torch.zeros(0, device=dev))
-        k = 2 * c.nms_radius + 1
-        maxf = [max_filter(lv["map"][None, None], k)[0, 0] for lv in levels]
         pts = []
-        L = c.scale_nms_levels
-        for li in range(L, len(levels) - L):
-            m = levels[li]["map"]
-            cand = (m == maxf[li]) & torch.isfinite(m) & (m > c.detection_threshold)
-            # the whole NMS window must be finite (inside the valid score map)
-            finite = torch.isfinite(m).float()[None, None]
-            cand &= (-max_filter(-finite, k))[0, 0] > 0
-            yx = cand.nonzero()
-            if yx.numel() == 0:
-                continue
-            v = m[yx[:, 0], yx[:, 1]]
-            ok = torch.ones_like(v, dtype=torch.bool)
-            for lj in range(li - L, li + L + 1):
-                if lj == li:
-                    continue
-                o = self._gather(maxf[lj], levels[li]["map"].shape, yx[:, 1].float(), yx[:, 0].float())
-                ok &= torch.isfinite(o) & (v > o)
-            yx, v = yx[ok], v[ok]
-            if yx.numel() == 0:
-                continue
+        for li, yx, v in scale_space_nms([lv["map"] for lv in levels], c.nms_radius, c.scale_nms_levels,
+                                         c.detection_threshold):
             x, y, ds, v = self._refine(levels, li, yx, v) if c.refine else (yx[:, 1].float(), yx[:, 0].float(),
                                                                             torch.zeros_like(v), v)
             lv = levels[li]
-            xo = (x + 0.5) / lv["rx"] - 0.5
-            yo = (y + 0.5) / lv["ry"] - 0.5
+            h, w = g.shape[-2:]
+            xo = ((x + 0.5) / lv["rx"] - 0.5).clamp(-0.5, w - 0.5)
+            yo = ((y + 0.5) / lv["ry"] - 0.5).clamp(-0.5, h - 0.5)
             sig = 2.0 ** (lv["log2s"] + ds / c.scales_per_octave)
             pts.append(torch.stack([xo, yo, sig, v], -1))
         if not pts:
@@ -437,18 +466,6 @@ class LIFT(Extractor):
         p = p[order]
         return p[:, :2], p[:, 2], p[:, 3]
 
-    @staticmethod
-    def _gather(m: torch.Tensor, shape_from: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Values of map ``m`` at positions ``(x, y)`` of a map of shape ``shape_from``,
-        mapped by the ``(size - 1)`` ratios and rounded; outside -> ``-inf``."""
-        h0, w0 = shape_from
-        h, w = m.shape
-        xi = torch.round(x * (w - 1) / max(w0 - 1, 1)).long()
-        yi = torch.round(y * (h - 1) / max(h0 - 1, 1)).long()
-        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        v = m[yi.clamp(0, h - 1), xi.clamp(0, w - 1)]
-        return torch.where(inside, v, torch.full_like(v, float("-inf")))
-
     def _refine(self, levels: list, li: int, yx: torch.Tensor, v0: torch.Tensor):
         """Quadratic fit in (x, y, scale) (SIFT-style): one Newton step from finite
         differences on this level and the next/previous ones; rejects non-finite fits,
@@ -458,7 +475,7 @@ class LIFT(Extractor):
         has_prev, has_next = li > 0, li + 1 < len(levels)
 
         def val(lj: int, dx: float, dy: float) -> torch.Tensor:
-            return self._gather(levels[lj]["map"], shape, x + dx, y + dy)
+            return gather_mapped(levels[lj]["map"], shape, x + dx, y + dy)
 
         def lev(d: int) -> int:
             return li + d if (d < 0 and has_prev) or (d > 0 and has_next) else li
