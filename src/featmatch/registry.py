@@ -36,6 +36,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "featmatch.models.classical",
     "featmatch.models.loftr",
     "featmatch.models.drcnet",
+    "featmatch.models.lift",
 )
 
 

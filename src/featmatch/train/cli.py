@@ -35,9 +35,11 @@ class MixedPairs(torch.utils.data.Dataset):
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", choices=("xfeat", "loftr", "drcnet"),
-                   help="what to train (loftr: the loftr.tiny preset; drcnet: a light preset, see --backbone)")
-    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs")
+    p.add_argument("method", choices=("xfeat", "loftr", "drcnet", "lift"),
+                   help="what to train (loftr: the loftr.tiny preset; drcnet: a light preset, see --backbone; "
+                        "lift: one stage, see --stage)")
+    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs "
+                   "(lift: or a patch set .npz)")
     p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
@@ -67,6 +69,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                         "mma@3; otherwise none)")
     p.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes with --init official)")
+    from .recipes.lift import add_arguments as add_lift_arguments
+
+    add_lift_arguments(p)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -169,6 +174,10 @@ def _run(args: argparse.Namespace) -> int:
 
         args.size_wh = _parse_size(args.size)
         trainer = build_drcnet_run(args, _datasets(args, args.size_wh), _train_config(args, True))
+    elif args.method == "lift":
+        from .recipes.lift import build_run as build_lift_run
+
+        trainer = build_lift_run(args)
     else:
         trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
     val = trainer.fit(resume=args.resume)
