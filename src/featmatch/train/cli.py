@@ -75,6 +75,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jpeg", type=float, default=0.0, help="probability of JPEG re-encoding per image (quality 30-95)")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the training process (default: torch's)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for the network")
+    p.add_argument("--log-every", type=int, default=10, help="log period in steps")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -129,6 +130,7 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
     keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                        grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
+                       log_every=max(1, args.log_every),
                        num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
                        freeze_bn=freeze_bn, channels_last=args.channels_last)
 
