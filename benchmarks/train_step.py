@@ -1,7 +1,9 @@
 """Time one training step (loss, backward, AdamW update) of a featmatch recipe under the
 speed options of the trainer: float32 vs bfloat16 autocast, channels-last, torch.compile,
 thread count. Variants are interleaved (round-robin, median of the rounds) so machine load
-hits them alike; the load average is printed with the table.
+hits them alike; the load average is printed with the table. The process CPU time per step
+is reported too: with one thread on a shared machine it is close to the step time the same
+variant would take on an idle core.
 
     python benchmarks/train_step.py loftr --images PHOTOS --threads 1 --rounds 4 --steps 3
     python benchmarks/train_step.py xfeat --images PHOTOS --teacher fast --threads 1
@@ -84,24 +86,28 @@ def main() -> None:
         first[v] = step(v)
         first[v] = (first[v], time.perf_counter() - t)
     times = {v: [] for v in runners}
+    cpu = {v: [] for v in runners}
     for _ in range(args.rounds):
         for v in runners:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 step(v)
             times[v].append((time.perf_counter() - t) / args.steps)
+            cpu[v].append((time.process_time() - c) / args.steps)
     base = statistics.median(times[next(iter(runners))])
     load = os.getloadavg()
     print(f"{args.method} {w}x{h} batch {args.batch_size} threads {args.threads} teacher {args.teacher if args.method == 'xfeat' else '-'}; "
           f"load average {load[0]:.1f} {load[1]:.1f}; torch {torch.__version__}")
-    print("| variant | s/step (median) | min | vs first | first step s | first loss |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| variant | s/step (median) | min | vs first | CPU s/step (median) | CPU vs first | first step s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    cbase = statistics.median(cpu[next(iter(runners))])
     rows = []
     for v, ts in times.items():
         med = statistics.median(ts)
-        rows.append({"variant": v, "median_s": med, "min_s": min(ts), "speedup": base / med, "first_s": first[v][1],
-                     "first_loss": first[v][0]})
-        print(f"| {v} | {med:.3f} | {min(ts):.3f} | {base / med:.2f}x | {first[v][1]:.1f} | {first[v][0]:.4f} |")
+        cmed = statistics.median(cpu[v])
+        rows.append({"variant": v, "median_s": med, "min_s": min(ts), "speedup": base / med, "cpu_s": cmed,
+                     "cpu_speedup": cbase / cmed, "first_s": first[v][1], "first_loss": first[v][0]})
+        print(f"| {v} | {med:.3f} | {min(ts):.3f} | {base / med:.2f}x | {cmed:.3f} | {cbase / cmed:.2f}x | {first[v][1]:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "load": load, "rows": rows}, f, indent=1)
