@@ -65,10 +65,22 @@ def model_overrides(model: str, assignments: Optional[Sequence[str]], **options:
             both ways.
     """
     from .config import parse_assignments
-    from .registry import get_entry
+    from .registry import _with_matcher, get_entry
 
     entry = get_entry(model)  # validates the model name first
-    out = parse_assignments(entry.config_cls, assignments or [])
+    assignments = list(assignments or [])
+    learned = [a for a in assignments if a.split("=", 1)[0].strip() == "matcher"]
+    matcher = None
+    if learned:  # --set matcher=lightglue picks a learned matcher, like load(..., matcher="lightglue")
+        if len(learned) > 1:
+            raise UsageError("matcher given twice (--set matcher=...); give it once")
+        matcher = learned[0].split("=", 1)[1].strip()
+        if not matcher.replace("_", "").isalnum():
+            raise UsageError(f"--set matcher=NAME takes a matcher name (mnn or a learned matcher), got '{matcher}'; "
+                             "set matcher options with a dot, e.g. --set matcher.ratio=0.6")
+        assignments = [a for a in assignments if a not in learned]
+        entry = get_entry(_with_matcher(model, matcher))  # names the matchers this model has
+    out = parse_assignments(entry.config_cls, assignments)
     fields = {f.name for f in dataclasses.fields(entry.config_cls)}
     for key, (flag, value) in options.items():
         if value is None:
@@ -78,6 +90,8 @@ def model_overrides(model: str, assignments: Optional[Sequence[str]], **options:
         if key in out:
             raise UsageError(f"{key} given twice ({flag} and --set {key}=...); give it once")
         out[key] = value
+    if matcher is not None:
+        out["matcher"] = matcher
     return out
 
 
