@@ -140,7 +140,7 @@ def test_scale_space_nms():
 @pytest.fixture(scope="module")
 def lift_random():
     torch.manual_seed(0)
-    return featmatch.load("lift", pretrained=False, top_k=50)
+    return featmatch.load("lift", pretrained=False, top_k=50, bf16=False)
 
 
 def test_extract_shapes_and_invariants(lift_random):
@@ -163,6 +163,17 @@ def test_describe_at_given_points_is_batched_consistently(lift_random):
         a_all, d_all = lift_random.describe(g, xy, sigma)
         a_one, d_one = lift_random.describe(g, xy[1:2], sigma[1:2])
     assert torch.allclose(d_all[1], d_one[0], atol=1e-4) and torch.allclose(a_all[1], a_one[0], atol=1e-5)
+
+
+def test_bf16_inference_is_close_to_float32(lift_random):
+    g = torch.from_numpy(textured(96, 96, seed=4, channels=1)).float()[None, None] / 255
+    xy, sigma = torch.tensor([[40.0, 50.0], [60.0, 30.0]]), torch.tensor([2.0, 4.0])
+    fast = featmatch.load("lift", pretrained=False, bf16=True)
+    fast.load_state_dict(lift_random.state_dict())
+    with torch.no_grad():
+        _, d32 = lift_random.describe(g, xy, sigma, torch.zeros(2))
+        _, d16 = fast.describe(g, xy, sigma, torch.zeros(2))
+    assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
 
 
 def test_bad_inputs(lift_random):
