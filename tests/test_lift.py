@@ -267,15 +267,16 @@ def test_patch_set_geometry(quads):
     assert (quads.xy.abs() <= 0.21).all()  # jitter <= 20 % of the half patch
 
 
-@pytest.mark.parametrize("stage", ["desc", "ori", "det-pretrain", "det"])
+@pytest.mark.parametrize("stage", ["desc", "ori-pretrain", "ori", "det-pretrain", "det"])
 def test_training_steps_lower_each_loss(quads, stage):
     from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
 
     torch.manual_seed(0)
     net = LIFTNet()
-    name = "det" if stage.startswith("det") else stage
-    rec = LIFTRecipe(LIFTRecipeConfig(stage=name, pairs=6, mining_max=1.0,
-                                      det_pretrain_steps=10 ** 6 if stage == "det-pretrain" else 0), batch_size=6)
+    name = stage.split("-")[0]
+    pre = 10 ** 6 if stage.endswith("pretrain") else 0
+    rec = LIFTRecipe(LIFTRecipeConfig(stage=name, pairs=6, mining_max=1.0, det_pretrain_steps=pre,
+                                      ori_pretrain_steps=pre), batch_size=6)
     part = {"desc": net.descriptor, "ori": net.orientation, "det": net.detector}[name]
     opt = torch.optim.Adam(part.parameters(), lr={"desc": 1e-3, "ori": 1e-2, "det": 1e-3}[name])
     batch = {k: torch.stack([quads[i][k] for i in range(6)]) for k in ("P", "xy", "angle", "index")}
@@ -287,7 +288,7 @@ def test_training_steps_lower_each_loss(quads, stage):
         opt.step()
         losses.append(loss.item())
     # ORI can only rotate the crops a random descriptor sees: a smaller but real decrease
-    assert losses[-1] < (0.97 if name == "ori" else 0.8) * losses[0], losses
+    assert losses[-1] < (0.97 if stage == "ori" else 0.8) * losses[0], losses
 
 
 def test_recipe_validation_metrics(quads):
@@ -348,3 +349,12 @@ def test_authors_descriptor_file_errors(tmp_path):
         featmatch.load("lift", pretrained=False, descriptor_weights=str(path))
     with pytest.raises(WeightsError, match="cannot read"):
         featmatch.load("lift", pretrained=False, descriptor_weights=str(tmp_path / "missing.h5"))
+
+
+def test_orientation_regression_loss():
+    from featmatch.train.losses.lift import orientation_regression_loss
+
+    t = torch.tensor([0.0, 1.0, -3.0])
+    assert orientation_regression_loss(t, t).item() == pytest.approx(0.0, abs=1e-7)
+    assert orientation_regression_loss(t, t + math.pi).item() == pytest.approx(2.0)
+    assert orientation_regression_loss(torch.tensor([3.1]), torch.tensor([-3.1])).item() == pytest.approx(1 - math.cos(6.2 - 2 * math.pi), abs=1e-6)
