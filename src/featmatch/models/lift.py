@@ -623,7 +623,7 @@ _PAPER = "Yi, Trulls, Lepetit, Fua, LIFT: Learned Invariant Feature Transform, E
 #: featmatch's trained ``lift`` checkpoint, shipped inside the package (float16)
 LIFT_WEIGHTS = WeightSpec(
     filename="lift.pt",
-    sha256="",
+    sha256="61f8416fa5ac54b28a94d04dc25f3086d5daf6bd1b8e3174053c3dce8a041de0",
     installed=(("featmatch", "weights/lift.pt"),),
     license="Apache-2.0",
 )
@@ -633,7 +633,7 @@ register(
     card=ModelCard(
         name="lift", family="lift", kind="sparse",
         summary="LIFT: learned detector (scale-space pyramid + NMS), orientation and 128-d descriptor; MNN (L2)",
-        paper=_PAPER, code_license="Apache-2.0", weights=None, weights_origin="featmatch",
+        paper=_PAPER, code_license="Apache-2.0", weights=LIFT_WEIGHTS, weights_origin="featmatch",
         input="RGB or grey float [0, 1], any size (converted to grey)",
         notes="trained by featmatch (docs/lift.md); descriptor_weights=PATH loads the authors' Theano descriptor",
         missing_weights="featmatch's LIFT checkpoint (weights/lift.pt) is not installed; pass weights=PATH "
