@@ -108,6 +108,7 @@ def build(fam: str, ref_root: Path) -> dict:
     return fns
 
 
+@torch.inference_mode()
 def check(fns: dict, f0, f1) -> bool:
     ref_m, ref_s = fns["reference"](f0, f1)
     ok = True

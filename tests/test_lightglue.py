@@ -195,7 +195,7 @@ def fx():
 
 #: scores: the reference's arithmetic (attention="math") within 1e-5; the default SDPA
 #: cross-attention rounds differently, which nine (ALIKED) / six (XFeat) layers amplify
-TOL = {("aliked", "math"): 1e-5, ("aliked", "sdpa"): 1e-4, ("xfeat", "math"): 1e-5, ("xfeat", "sdpa"): 5e-4}
+TOL = {("aliked", "math"): 1e-5, ("aliked", "sdpa"): 1e-4, ("xfeat", "math"): 1e-5, ("xfeat", "sdpa"): 2e-4}
 
 
 @pytest.mark.weights

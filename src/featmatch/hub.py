@@ -84,7 +84,7 @@ def cached_path(name: str, matcher: bool = False) -> Optional[Path]:
     matcher), or None; a model with a matcher file counts as cached only with both."""
     if not matcher and _matcher_too(name) and cached_path(name, matcher=True) is None:
         return None
-    spec = _spec(name, matcher)
+    spec = _spec(name, True) if matcher else _spec(name)
     p = home() / spec.filename
     if p.is_file():
         return p
@@ -104,7 +104,7 @@ def resolve(name: str, path: Any = None, matcher: bool = False) -> Path:
         if not p.is_file():
             raise WeightsNotFoundError(f"weight file not found: {p}")
         return p
-    spec = _spec(name, matcher)
+    spec = _spec(name, True) if matcher else _spec(name)
     p = home() / spec.filename
     if p.is_file():
         digest = sha256sum(p)
