@@ -98,11 +98,12 @@ def run_colmap_sift(images: Path, out: Path, seed: int, mapper: dict) -> tuple[o
     return best, {"time_s": times, **colmap.model_summary(best)}
 
 
-def run_featmatch(images: Path, out: Path, model: str, overrides: dict, seed: int, mapper: dict) -> tuple[object, dict]:
+def run_featmatch(images: Path, out: Path, model: str, overrides: dict, seed: int, mapper: dict,
+                  keep: bool = False) -> tuple[object, dict]:
     from featmatch import pipeline
     from featmatch.errors import FeatmatchError
 
-    if out.exists():
+    if out.exists() and not keep:
         shutil.rmtree(out)
     try:
         r = pipeline.reconstruct(images, out, model, overrides=overrides, pairs="exhaustive", progress=False, seed=seed,
@@ -159,6 +160,9 @@ def main() -> int:
     ap.add_argument("--top-k", type=int, default=4096, help="keypoints per image for sparse featmatch models")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true",
+                    help="resume featmatch's finished extraction / matching shards of an earlier run in --out "
+                         "(their stage times then cover only the rest)")
     ap.add_argument("--mapper", action="append", default=[], metavar="KEY=VALUE",
                     help="pycolmap IncrementalPipelineOptions for both pipelines, e.g. min_model_size=2 (two-image scenes)")
     args = ap.parse_args()
@@ -198,7 +202,7 @@ def main() -> int:
         for m in models:
             sparse = model_card(m).kind == "sparse"
             ov = {"top_k": args.top_k} if sparse and hasattr(make_config(m), "top_k") and args.top_k else {}
-            rec, s = run_featmatch(images, args.out / scene / m, m, ov, args.seed, mapper)
+            rec, s = run_featmatch(images, args.out / scene / m, m, ov, args.seed, mapper, args.keep)
             res[f"featmatch {m}"] = {**s, "errors": pose_errors(rec, pairs), "overrides": ov}
             print(f"{scene} {m}: {s.get('registered_images')}/{n_img} images, {s['time_s'].get('total_s', 0):.1f}s",
                   file=sys.stderr, flush=True)
