@@ -331,6 +331,38 @@ def test_extract_resumes_after_kill_9(scene, features, tmp_path, monkeypatch):
     assert not parts.exists()
 
 
+def test_match_resumes_from_finished_shards(features, tmp_path, monkeypatch):
+    """A run killed after one shard of pairs (the shard is on disk, no merge): the next run
+    matches only the other pairs and the result equals a clean run."""
+    from featmatch.pipeline import matching
+
+    feats, _ = features
+    pairs = pipeline.pairs.exhaustive(store.feature_names(feats))
+    out = tmp_path / "m.h5"
+    fa = store.read_attrs(feats)
+    attrs = matching.matches_attrs(fa, matching._matcher_config(fa, None))
+    matching.SparseMatchJob(str(feats), str(out), attrs, fa, {}).run(pairs[:4])  # the "killed" run's shard
+    assert not out.exists() and len(list(Path(str(out) + ".parts").glob("shard-*.h5"))) == 1
+    computed = []
+    orig = matching.SparseMatchJob.run
+
+    def spy(self, shard, progress=None):
+        computed.extend(shard)
+        return orig(self, shard, progress)
+
+    monkeypatch.setattr(matching.SparseMatchJob, "run", spy)
+    pipeline.match(feats, pairs, out, shard_size=5, progress=False)
+    assert computed == pairs[4:]
+    ref = pipeline.match(feats, pairs, tmp_path / "ref.h5", progress=False)
+    with h5py.File(out, "r") as f, h5py.File(ref, "r") as g:
+        for a, b in pairs:
+            k = store.names_to_pair(a, b)
+            np.testing.assert_array_equal(f[k]["matches0"][()], g[k]["matches0"][()])
+    with pytest.raises(UsageError, match="another model"):  # matches of other features are refused
+        other = dict(attrs, model="orb")
+        store.ShardedH5(out, other, "matches0").done()
+
+
 def test_ray_engine_equals_local(scene, features, tmp_path):
     ray = pytest.importorskip("ray")
     root, _ = scene

@@ -161,13 +161,17 @@ def reconstruct(images: PathLike, out: PathLike, model: str = "xfeat", *, overri
     models_dir = out / "models"
     if models_dir.exists():
         shutil.rmtree(models_dir)
-    recs = colmap.incremental_mapping(db, images, models_dir, options=mapper, seed=seed)
+    mapper_opts = dict(mapper or {})
+    if len(names) == 2:  # COLMAP's defaults drop two-view tracks and small models: keep them for a pair
+        mapper_opts.setdefault("triangulation.ignore_two_view_tracks", False)
+        mapper_opts.setdefault("min_model_size", 2)
+    recs = colmap.incremental_mapping(db, images, models_dir, options=mapper_opts, seed=seed)
     times["mapping_s"] = time.perf_counter() - t
     summary: dict = {"model": model, "images": len(all_names), "readable_images": len(names), "skipped": skipped, "pairs": len(pair_list),
                      "pairs_mode": mode, "verified_pairs": len(colmap.verified_pairs(db)), "engine": engine,
                      "time_s": {k: round(v, 3) for k, v in times.items()}}
     if not recs:
-        min_inl = int((mapper or {}).get("mapper.init_min_num_inliers", 100))
+        min_inl = int(mapper_opts.get("mapper.init_min_num_inliers", 100))
         summary["error"] = _init_failure(db, min_inl, len(names))
         _save_summary(out, summary)
         raise FeatmatchError(summary["error"])
