@@ -213,12 +213,12 @@ def _train_cmd(images, out, steps):
     return [sys.executable, "-m", "featmatch.cli", "train", "xfeat", "--images", str(images), "--steps", str(steps),
             "--out", str(out), "--teacher", "fast", "--size", "64x64", "--batch-size", "1", "--val-every", "0",
             "--ckpt-every", "5", "--warmup", "2", "--threads", "1", "--val-split", "0.25", "--rotation", "90",
-            "--jpeg", "0.5"]
+            "--jpeg", "0.5", "--amp", "--channels-last"]
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tree, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    steps = 40
+    steps = 24
     full = subprocess.run(_train_cmd(tree, tmp_path / "full", steps), capture_output=True, text=True, env=env,
                           timeout=300)
     assert full.returncode == 0, full.stderr
