@@ -35,8 +35,11 @@ class MixedPairs(torch.utils.data.Dataset):
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", choices=("xfeat", "loftr"), help="what to train (loftr: the loftr.tiny preset)")
-    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs")
+    p.add_argument("method", choices=("xfeat", "loftr", "drcnet", "lift"),
+                   help="what to train (loftr: the loftr.tiny preset; drcnet: a light preset, see --backbone; "
+                        "lift: one stage, see --stage)")
+    p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs "
+                   "(lift: or a patch set .npz)")
     p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
@@ -49,6 +52,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--size", default="320x256", help="training image size WxH (multiples of 32)")
     p.add_argument("--teacher", default="aliked.t16", help="xfeat: keypoint teacher, a featmatch model name or 'fast'")
+    p.add_argument("--backbone", default="xfeat", help="drcnet: frozen official backbone (xfeat or aliked-t16)")
     p.add_argument("--coarse-loss", choices=("focal", "nll"), default="focal", help="loftr: coarse loss")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=250)
@@ -76,6 +80,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads of the training process (default: torch's)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for the network")
     p.add_argument("--log-every", type=int, default=10, help="log period in steps")
+    from .recipes.lift import add_arguments as add_lift_arguments
+
+    add_lift_arguments(p)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -165,8 +172,10 @@ def build_xfeat_run(args: argparse.Namespace):
     net = XFeatNet()
     if args.init == "official" and not args.resume:
         from .. import hub
+        from ..registry import model_card, weights_path
 
-        state = hub.read_state_dict(hub.resolve("xfeat"))
+        path = weights_path("xfeat")
+        state = hub.read_state_dict(path, origin=hub.origin(model_card("xfeat").weights, path), name="xfeat")
         from ..models.xfeat import remap_official
 
         net.load_state_dict(remap_official(state), strict=True)
@@ -192,7 +201,17 @@ def _run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
+    if args.method == "drcnet":
+        from .recipes.drcnet import build_drcnet_run
+
+        args.size_wh = _parse_size(args.size)
+        trainer = build_drcnet_run(args, _datasets(args, args.size_wh), _train_config(args, True))
+    elif args.method == "lift":
+        from .recipes.lift import build_run as build_lift_run
+
+        trainer = build_lift_run(args)
+    else:
+        trainer = build_loftr_run(args) if args.method == "loftr" else build_xfeat_run(args)
     val = trainer.fit(resume=args.resume)
     result = {"step": trainer.step, "val": val, "weights": str(out / "model.pt")}
     if trainer.best is not None:
