@@ -277,3 +277,9 @@ def test_amp_scope_model_or_whole_loss(tmp_path):
         assert recipe.seen == [expect], scope  # default: the whole loss under autocast (as before)
     with pytest.raises(FeatmatchError, match="amp_scope"):
         Trainer(torch.nn.Conv2d(3, 2, 3), Recipe("all"), Data(), tmp_path / "bad", cfg)
+    # XFeat's and LoFTR's ground truth must not be computed under bfloat16 autocast (an XFeat
+    # homography warp in bfloat16 is off by pixels)
+    from featmatch.train.recipes.loftr import LoFTRRecipe
+    from featmatch.train.recipes.xfeat import XFeatRecipe
+
+    assert LoFTRRecipe.amp_scope == XFeatRecipe.amp_scope == "model"
