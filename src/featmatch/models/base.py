@@ -247,7 +247,12 @@ def check_common_options(config: Any, min_image_side: int = 1) -> None:
             raise UsageError(f"top_k must be an integer >= 1{extra}, got {k!r}")
     if hasattr(config, "detection_threshold"):
         t = config.detection_threshold
-        if not (is_number(t) and t >= 0):
+        # a config whose scores are signed (LIFT's detector) sets the class attribute
+        # ``detection_threshold_signed = True``: any number is then a threshold
+        if getattr(type(config), "detection_threshold_signed", False):
+            if not is_number(t):
+                raise UsageError(f"detection_threshold must be a number, got {t!r}")
+        elif not (is_number(t) and t >= 0):
             raise UsageError(f"detection_threshold must be a number >= 0 (0 keeps every local maximum), got {t!r}")
     m = getattr(config, "matcher", None)
     for key in ("min_score", "max_distance", "ratio"):
