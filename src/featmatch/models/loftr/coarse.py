@@ -71,7 +71,9 @@ def dual_softmax(sim: torch.Tensor, temperature: float, mask0: Optional[torch.Te
     Shape: sim ``(N, L, S)``, masks ``(N, L)``/``(N, S)`` bool -> ``(N, L, S)`` in [0, 1]
     (and the ``(N, L, S)`` log-confidence).
     """
-    logits = sim.float() / temperature  # float32 softmax also under autocast (a no-op in float32)
+    if sim.dtype in (torch.float16, torch.bfloat16):  # float32 softmax under autocast
+        sim = sim.float()
+    logits = sim / temperature
     valid = _pair_mask(mask0, mask1)
     if valid is not None:
         logits = logits.masked_fill(~valid, MASKED_LOGIT)
