@@ -82,7 +82,10 @@ def test_load_without_weights_names_download_command(tmp_path, monkeypatch):
     ("xfeat-star", {"fine_conf": 1.0}, r"fine_conf must be a number in \[0, 1\)"),
     ("loftr.tiny", {"threshold": -0.5}, r"threshold must be in \[0, 1\)"),
     # issue 13, point 4: a group of options given one value
-    ("xfeat", {"matcher": "lightglue"}, r"option 'matcher' is a group of options \(MNNConfig\).*matcher.metric="),
+    ("xfeat", {"matcher": 5}, r"option 'matcher' is a group of options \(MNNConfig\).*matcher.metric="),
+    # a string names a learned matcher (issue 14); a wrong one lists those the model has
+    ("xfeat", {"matcher": "lightglue"}, r"model 'xfeat' has no matcher 'lightglue'; use one of: mnn, lighterglue"),
+    ("sift", {"matcher": "lightglue"}, r"model 'sift' has no matcher 'lightglue'; use one of: mnn"),
 ])
 def test_invalid_option_values_fail_at_load_with_one_line(name, options, message):
     """Wrong values fail in load() with a one-line UsageError naming the option, not deep

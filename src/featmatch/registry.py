@@ -35,6 +35,9 @@ MODEL_MODULES: tuple[str, ...] = (
     "featmatch.models.aliked",
     "featmatch.models.classical",
     "featmatch.models.loftr",
+    "featmatch.models.drcnet",
+    "featmatch.models.lift",
+    "featmatch.models.lightglue",
 )
 
 
@@ -54,6 +57,8 @@ class ModelCard:
     notes: str = ""
     #: raised (one line) by load() when no weights= is given and the card has no WeightSpec
     missing_weights: str = ""
+    #: a learned matcher's own weight file (e.g. LightGlue), loaded into ``model.matcher``
+    matcher_weights: Optional[WeightSpec] = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,11 @@ def weights_spec(name: str) -> WeightSpec:
 
 
 def cached_weights(name: str) -> Optional[Path]:
-    """Path of the cached or installed weights of ``name``, or None (no network)."""
+    """Path of the cached or installed weights of ``name``, or None (no network); a model
+    with a learned matcher's file counts as cached only when both files are."""
+    matcher = model_card(name).matcher_weights
+    if matcher is not None and hub.cached_path(matcher) is None:
+        return None
     return hub.cached_path(weights_spec(name))
 
 
@@ -143,6 +152,9 @@ def weights_path(name: str, path: Any = None) -> Path:
 
 def download_weights(name: str, **kwargs: Any) -> Path:
     """``featmatch download NAME``: :func:`featmatch.hub.download` for ``name``'s card."""
+    matcher = model_card(name).matcher_weights
+    if matcher is not None:  # the learned matcher's file first, then the extractor's
+        hub.download(matcher, name=name, **kwargs)
     return hub.download(weights_spec(name), name=name, **kwargs)
 
 
@@ -165,6 +177,8 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
     """
     from .device import resolve_device
 
+    if isinstance(overrides.get("matcher"), str):  # load("aliked.n16", matcher="lightglue")
+        name = _with_matcher(name, overrides.pop("matcher"))
     entry = get_entry(name)
     cfg = make_config(name, **overrides)
     dev = resolve_device(device)
@@ -179,10 +193,32 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
         state = hub.read_state_dict(path, origin=hub.origin(entry.card.weights, path, weights is not None), name=name)
         model.load_weights(state, source=str(path))
         model.weights_path = str(path)
+    if pretrained and entry.card.matcher_weights is not None:
+        spec = entry.card.matcher_weights
+        path = hub.resolve(spec, name=name)
+        model.matcher.load_weights(hub.read_state_dict(path, origin=hub.origin(spec, path), name=name),
+                                   source=str(path))
+        model.matcher.weights_path = str(path)
     model.eval()
     if dev.type != "cpu":
         model.to(dev)
     return model
+
+
+def _with_matcher(name: str, matcher: str) -> str:
+    """``("aliked.n16", "lightglue")`` -> ``"aliked.n16+lightglue"``; ``"mnn"`` -> ``name``."""
+    base = name.split("+")[0]
+    if matcher.lower() in ("mnn", "nn", "mutual_nn"):
+        get_entry(base)
+        return base
+    combo = f"{base}+{matcher.lower()}"
+    _ensure_loaded()
+    if combo not in _REGISTRY:
+        get_entry(base)  # unknown base model: its own message
+        options = [n.split("+", 1)[1] for n in _REGISTRY if n.startswith(base + "+")]
+        raise UsageError(f"model '{base}' has no matcher '{matcher}'; use one of: "
+                         f"{', '.join(['mnn'] + options)} (or a model from `featmatch list`)")
+    return combo
 
 
 def replace_config(cfg: Any, **changes: Any) -> Any:

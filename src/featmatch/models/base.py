@@ -13,6 +13,7 @@ points in the caller's pixels. Subclasses implement ``_extract`` / ``_match`` on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any, Optional
@@ -81,7 +82,10 @@ class Model(nn.Module):
     def load_weights(self, state: dict, source: str = "state dict") -> None:
         """Remap then load strictly; raise a one-line :class:`WeightsError` on mismatch."""
         state = self.remap_state_dict(dict(state))
-        own = self.state_dict()
+        # sub-models (a learned matcher such as LightGlue) load their own weight file
+        separate = tuple(f"{n}." for n, m in self.named_children() if isinstance(m, Model))
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith(separate)} if separate \
+            else self.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
@@ -89,7 +93,11 @@ class Model(nn.Module):
         for k, v in state.items():
             if tuple(v.shape) != tuple(own[k].shape):
                 raise WeightsError(f"weights {source}: '{k}' has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
-        self.load_state_dict(state, strict=True)
+        if not separate:
+            self.load_state_dict(state, strict=True)
+            return
+        res = self.load_state_dict(state, strict=False)  # key sets checked exactly above
+        assert not res.unexpected_keys and all(k.startswith(separate) for k in res.missing_keys)
 
     # -- input handling -------------------------------------------------------------
     def _prepare(self, image: ImageLike, name: str) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int],
@@ -132,7 +140,8 @@ class Model(nn.Module):
 class Extractor(Model):
     """Sparse local features: ``extract(image) -> Features``; ``match`` via a matcher."""
 
-    matcher: Any = None
+    # ``self.matcher``: set by subclasses (a plain callable, or an nn.Module such as
+    # LightGlue, which is why there is no class-level default that would shadow it)
 
     def _extract(self, x: torch.Tensor) -> Features:
         """Shape: x ``(B, C, H, W)`` -> batched Features in x's pixels."""
@@ -172,11 +181,14 @@ class Extractor(Model):
             feats = Features(kp, feats.keypoint_scores, feats.descriptors,
                              torch.tensor([list(size)] * b), feats.mask,
                              extra.get("scales", feats.scales), feats.orientations)
+        if self.card is not None:  # lets a learned matcher refuse features of another extractor
+            feats = dataclasses.replace(feats, extractor=self.card.name.split("+")[0])
         return feats[0] if b == 1 else feats
 
     def match_features(self, features0: Features, features1: Features) -> Matches:
-        """Match two unbatched :class:`Features` with this model's matcher."""
-        if self.matcher is None:
+        """Match two unbatched :class:`Features` with this model's matcher (learned matchers
+        such as LightGlue also take padded batches and return a list of Matches)."""
+        if getattr(self, "matcher", None) is None:
             raise UsageError(f"{type(self).__name__} has no matcher configured")
         return self.matcher(features0, features1)
 
@@ -235,7 +247,12 @@ def check_common_options(config: Any, min_image_side: int = 1) -> None:
             raise UsageError(f"top_k must be an integer >= 1{extra}, got {k!r}")
     if hasattr(config, "detection_threshold"):
         t = config.detection_threshold
-        if not (is_number(t) and t >= 0):
+        # a config whose scores are signed (LIFT's detector) sets the class attribute
+        # ``detection_threshold_signed = True``: any number is then a threshold
+        if getattr(type(config), "detection_threshold_signed", False):
+            if not is_number(t):
+                raise UsageError(f"detection_threshold must be a number, got {t!r}")
+        elif not (is_number(t) and t >= 0):
             raise UsageError(f"detection_threshold must be a number >= 0 (0 keeps every local maximum), got {t!r}")
     m = getattr(config, "matcher", None)
     for key in ("min_score", "max_distance", "ratio"):
