@@ -205,3 +205,19 @@ def test_closed_stdout_does_not_stop_the_run(pair, tmp_path):
     assert proc.wait(timeout=300) == 0, err
     assert "BrokenPipe" not in err and "Traceback" not in err, err
     assert viz.is_file() and out.is_file()
+
+
+def test_pipeline_commands_type_set_like_match(capsys, pair, tmp_path):
+    """`featmatch extract --set` goes through the same typed parsing as `match --set`."""
+    import shutil
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for p in pair:
+        shutil.copy(p, d)
+    out = tmp_path / "f.h5"
+    for extra, message in ((["--set", "rootsift=no"], "option 'rootsift' must be true or false (or 1/0), got 'no'"),
+                           (["--max-keypoints", "0"], "top_k must be an integer >= 1, got 0")):
+        code, _, err = fm(capsys, "extract", "--images", d, "--out", out, "--model", "sift", *extra)
+        assert code == 2 and message in one_line(err), err
+    assert not out.exists()

@@ -13,21 +13,17 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from ..cli import _overrides, register_command
+from ..cli import _overrides, model_overrides, register_command
 from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 
 
 def _model_overrides(args: argparse.Namespace) -> dict:
-    ov = _overrides(getattr(args, "set", None))
-    if getattr(args, "max_keypoints", None) is not None:
-        ov["top_k"] = args.max_keypoints
-    if getattr(args, "resize", None) is not None:
-        if args.resize < 32:
-            raise UsageError(f"--resize must be at least 32 pixels, got {args.resize}")
-        ov["resize"] = args.resize
-    return ov
+    """--set / --max-keypoints / --resize for args.model, typed by its config like `featmatch match`."""
+    return model_overrides(args.model, getattr(args, "set", None),
+                           top_k=("--max-keypoints", getattr(args, "max_keypoints", None)),
+                           resize=("--resize", getattr(args, "resize", None)))
 
 
 def _common_model(p: argparse.ArgumentParser) -> None:
