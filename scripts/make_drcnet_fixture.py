@@ -104,6 +104,30 @@ def _import_reference(root: Path, tmp: Path):
     return model_v2, tools
 
 
+def loss_cases(res: dict) -> None:
+    """The reference's strong-loss target (``InverInterpolator`` mode 1, 3x3 blur), its
+    ``diff`` and ``strong_orthogonal`` terms and the weak score, on random inputs."""
+    from lib import interpolator, loss  # noqa: E402 (imported by _import_reference's path)
+
+    g = torch.Generator().manual_seed(2)
+    b, n, h, w = 2, 6, 7, 9
+    pts = torch.rand(b, n, 2, generator=g) * torch.tensor([4.0 * w, 4.0 * h])
+    pts[0, 0] = torch.tensor([4.0 * 3 + 2.0, 4.0 * 2 + 2.0 + 0.3])  # near a cell centre
+    inv = interpolator.InverInterpolator(4, kernel_size=3, N=n, mode=1)
+    target = inv(torch.eye(n).expand(b, n, n), pts, h, w)
+    pred = torch.rand(b, n, h * w, generator=g)
+    key_num = torch.full((b,), float(n))
+    sl = object.__new__(loss.SparseStrongWeakLoss)
+    strong = sl.diff(pred, target, key_num)
+    orth = sl.strong_orthogonal(pred, target, key_num)
+    corr = torch.rand(b, 1, 3, 4, 3, 4, generator=g)
+    weak = object.__new__(loss.WeakLoss)
+    weak.with_softmax = True
+    score = weak.normalised_max_correlation(corr)
+    res.update(loss_points=pts.numpy(), loss_target=target.numpy(), loss_pred=pred.numpy(),
+               loss_strong=strong.numpy(), loss_orth=orth.numpy(), loss_corr=corr.numpy(), loss_weak_score=score.numpy())
+
+
 def to_input(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> the reference's input: ImageNet-normalised (1, 3, H, W)."""
     x = torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255.0
@@ -159,6 +183,7 @@ def main() -> None:
         res.update(post_corr=corr.numpy(), post_fineA=fa.numpy(), post_fineB=fb.numpy(),
                    post_matches=matches.numpy(), post_scores=scores.numpy())
         print("post", "matches", tuple(matches.shape))
+        loss_cases(res)
     np.savez_compressed(args.out, **res)
     print("wrote", args.out)
 

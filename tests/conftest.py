@@ -61,8 +61,16 @@ def _obtain_weights(name: str):
     from featmatch.errors import FeatmatchError, WeightsError, WeightsNotFoundError
     from featmatch.registry import download_weights, weights_path
 
-    try:
+    from featmatch.registry import model_card
+
+    def usable() -> None:
         weights_path(name)  # cached (sha256-checked) or installed
+        matcher = model_card(name).matcher_weights
+        if matcher is not None:  # a learned matcher's file (aliked.n16+lightglue) too
+            hub.resolve(matcher, name=name)
+
+    try:
+        usable()
         return None
     except WeightsNotFoundError:
         force = False
@@ -75,7 +83,7 @@ def _obtain_weights(name: str):
         try:
             print(f"featmatch tests: downloading the official weights of {name} into {hub.home()}", file=sys.stderr)
             download_weights(name, force=force, progress=lambda m: print(m, file=sys.stderr))
-            weights_path(name)
+            usable()
             return None
         except FeatmatchError:
             _DOWNLOAD["failed"] = (f"official weights not in {hub.home()} and the download failed (no access to "
@@ -91,8 +99,8 @@ def need_weights(name: str) -> None:
         pytest.fail("a test that needs official weights must be marked @pytest.mark.weights")
     from featmatch.registry import model_card
 
-    spec = model_card(name).weights
-    key = spec.filename if spec is not None else name
+    card = model_card(name)
+    key = tuple(s.filename for s in (card.weights, card.matcher_weights) if s is not None) or name
     if key not in _WEIGHTS:
         _WEIGHTS[key] = _obtain_weights(name)
     if _WEIGHTS[key] is not None:

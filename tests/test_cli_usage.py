@@ -146,13 +146,14 @@ def test_debug_before_or_after_the_subcommand(capsys, pair, where):
 def test_timings_are_split_and_threads_set(capsys, pair):
     import torch
 
-    before = torch.get_num_threads()
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     try:
         code, out, err = fm(capsys, "match", *pair, "--model", "sift", "--threads", "1")
         assert code == 0, err
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
     line = out.splitlines()[0]
     for step in ("load", "extract", "match", "geometry"):
         assert f" {step} " in line.split("time:")[1], line

@@ -140,7 +140,7 @@ def test_scale_space_nms():
 @pytest.fixture(scope="module")
 def lift_random():
     torch.manual_seed(0)
-    return featmatch.load("lift", pretrained=False, top_k=50)
+    return featmatch.load("lift", pretrained=False, top_k=50, bf16=False)
 
 
 def test_extract_shapes_and_invariants(lift_random):
@@ -163,6 +163,17 @@ def test_describe_at_given_points_is_batched_consistently(lift_random):
         a_all, d_all = lift_random.describe(g, xy, sigma)
         a_one, d_one = lift_random.describe(g, xy[1:2], sigma[1:2])
     assert torch.allclose(d_all[1], d_one[0], atol=1e-4) and torch.allclose(a_all[1], a_one[0], atol=1e-5)
+
+
+def test_bf16_inference_is_close_to_float32(lift_random):
+    g = torch.from_numpy(textured(96, 96, seed=4, channels=1)).float()[None, None] / 255
+    xy, sigma = torch.tensor([[40.0, 50.0], [60.0, 30.0]]), torch.tensor([2.0, 4.0])
+    fast = featmatch.load("lift", pretrained=False, bf16=True)
+    fast.load_state_dict(lift_random.state_dict())
+    with torch.no_grad():
+        _, d32 = lift_random.describe(g, xy, sigma, torch.zeros(2))
+        _, d16 = fast.describe(g, xy, sigma, torch.zeros(2))
+    assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
 
 
 def test_bad_inputs(lift_random):
@@ -256,15 +267,16 @@ def test_patch_set_geometry(quads):
     assert (quads.xy.abs() <= 0.21).all()  # jitter <= 20 % of the half patch
 
 
-@pytest.mark.parametrize("stage", ["desc", "ori", "det-pretrain", "det"])
+@pytest.mark.parametrize("stage", ["desc", "ori-pretrain", "ori", "det-pretrain", "det"])
 def test_training_steps_lower_each_loss(quads, stage):
     from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
 
     torch.manual_seed(0)
     net = LIFTNet()
-    name = "det" if stage.startswith("det") else stage
-    rec = LIFTRecipe(LIFTRecipeConfig(stage=name, pairs=6, mining_max=1.0,
-                                      det_pretrain_steps=10 ** 6 if stage == "det-pretrain" else 0), batch_size=6)
+    name = stage.split("-")[0]
+    pre = 10 ** 6 if stage.endswith("pretrain") else 0
+    rec = LIFTRecipe(LIFTRecipeConfig(stage=name, pairs=6, mining_max=1.0, det_pretrain_steps=pre,
+                                      ori_pretrain_steps=pre), batch_size=6)
     part = {"desc": net.descriptor, "ori": net.orientation, "det": net.detector}[name]
     opt = torch.optim.Adam(part.parameters(), lr={"desc": 1e-3, "ori": 1e-2, "det": 1e-3}[name])
     batch = {k: torch.stack([quads[i][k] for i in range(6)]) for k in ("P", "xy", "angle", "index")}
@@ -276,7 +288,7 @@ def test_training_steps_lower_each_loss(quads, stage):
         opt.step()
         losses.append(loss.item())
     # ORI can only rotate the crops a random descriptor sees: a smaller but real decrease
-    assert losses[-1] < (0.97 if name == "ori" else 0.8) * losses[0], losses
+    assert losses[-1] < (0.97 if stage == "ori" else 0.8) * losses[0], losses
 
 
 def test_recipe_validation_metrics(quads):
@@ -337,3 +349,12 @@ def test_authors_descriptor_file_errors(tmp_path):
         featmatch.load("lift", pretrained=False, descriptor_weights=str(path))
     with pytest.raises(WeightsError, match="cannot read"):
         featmatch.load("lift", pretrained=False, descriptor_weights=str(tmp_path / "missing.h5"))
+
+
+def test_orientation_regression_loss():
+    from featmatch.train.losses.lift import orientation_regression_loss
+
+    t = torch.tensor([0.0, 1.0, -3.0])
+    assert orientation_regression_loss(t, t).item() == pytest.approx(0.0, abs=1e-7)
+    assert orientation_regression_loss(t, t + math.pi).item() == pytest.approx(2.0)
+    assert orientation_regression_loss(torch.tensor([3.1]), torch.tensor([-3.1])).item() == pytest.approx(1 - math.cos(6.2 - 2 * math.pi), abs=1e-6)

@@ -213,12 +213,12 @@ def _train_cmd(images, out, steps):
     return [sys.executable, "-m", "featmatch.cli", "train", "xfeat", "--images", str(images), "--steps", str(steps),
             "--out", str(out), "--teacher", "fast", "--size", "64x64", "--batch-size", "1", "--val-every", "0",
             "--ckpt-every", "5", "--warmup", "2", "--threads", "1", "--val-split", "0.25", "--rotation", "90",
-            "--jpeg", "0.5"]
+            "--jpeg", "0.5", "--amp", "--channels-last"]
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tree, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    steps = 40
+    steps = 24
     full = subprocess.run(_train_cmd(tree, tmp_path / "full", steps), capture_output=True, text=True, env=env,
                           timeout=300)
     assert full.returncode == 0, full.stderr
@@ -241,3 +241,45 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tree, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     logged = [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines() if '"loss"' in l]
     assert logged == sorted(set(logged)) and logged[-1] == steps
+
+
+def test_amp_scope_model_or_whole_loss(tmp_path):
+    from featmatch.train.trainer import TrainConfig, Trainer
+
+    class Recipe:
+        name = "probe"
+
+        def __init__(self, scope=None):
+            if scope:
+                self.amp_scope = scope
+            self.seen = []
+
+        def loss(self, model, batch):
+            in_loss = torch.is_autocast_enabled("cpu")
+            out = model(batch["x"])
+            self.seen.append((in_loss, out.dtype))
+            return out.square().mean(), {}
+
+        def validate(self, model):
+            return {}
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, i):
+            return {"x": torch.full((3, 4, 4), float(i % 7))}
+
+    cfg = TrainConfig(steps=1, batch_size=2, warmup_steps=1, val_every=0, ckpt_every=1, amp=True, device="cpu")
+    for scope, expect in ((None, (True, torch.bfloat16)), ("model", (False, torch.float32))):
+        recipe = Recipe(scope)
+        Trainer(torch.nn.Conv2d(3, 2, 3), recipe, Data(), tmp_path / str(scope), cfg).fit()
+        assert recipe.seen == [expect], scope  # default: the whole loss under autocast (as before)
+    with pytest.raises(FeatmatchError, match="amp_scope"):
+        Trainer(torch.nn.Conv2d(3, 2, 3), Recipe("all"), Data(), tmp_path / "bad", cfg)
+    # XFeat's and LoFTR's ground truth must not be computed under bfloat16 autocast (an XFeat
+    # homography warp in bfloat16 is off by pixels)
+    from featmatch.train.recipes.loftr import LoFTRRecipe
+    from featmatch.train.recipes.xfeat import XFeatRecipe
+
+    assert LoFTRRecipe.amp_scope == XFeatRecipe.amp_scope == "model"

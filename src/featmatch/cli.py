@@ -103,9 +103,10 @@ def set_threads(n: Optional[int]) -> None:
         raise UsageError(f"--threads must be >= 1, got {n}")
     import torch
 
+    import cv2
+
     torch.set_num_threads(n)
-    if "cv2" in sys.modules:
-        sys.modules["cv2"].setNumThreads(n)
+    cv2.setNumThreads(n)
 
 
 def add_model_arguments(s: argparse.ArgumentParser) -> None:

@@ -133,7 +133,7 @@ class Model(nn.Module):
         """One warning, the same for every model: the caller's size, the size after resizing."""
         h, w = x.shape[-2:]
         resized = "" if (w, h) == tuple(size_wh) else f" (resized to {w}x{h})"
-        log.warning("%s: %dx%d px image%s is smaller than %s's minimum side of %d px; %s",
+        log.warning("%s: %dx%d px image%s is too small for %s (minimum side %d px); %s",
                     name, size_wh[0], size_wh[1], resized, self._label, self.min_image_side, what)
 
 

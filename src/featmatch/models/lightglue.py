@@ -161,7 +161,9 @@ def remap_official(state: dict, arch: LightGlueArch) -> dict:
             if rest[0] == "ffn":
                 out[f"layers.{i}.{new}.ffn_{ffn[rest[1]]}.{rest[2]}"] = v
             elif block == "self_attn" and rest[0] == "Wqkv":
-                # rows: (head, channel, 3) -> (3, head, channel); q, k channels in half layout
+                # rows: (head, channel, 3) -> (3, head, channel)
+                if v.shape[0] != 3 * d:
+                    raise ValueError(f"'{k}' has {v.shape[0]} rows, {arch.name} expects {3 * d}")
                 t = v.reshape(nh, hd, 3, *v.shape[1:]).movedim(2, 0).reshape(3 * d, *v.shape[1:])
                 out[f"layers.{i}.{new}.qkv.{rest[1]}"] = t
             elif block == "self_attn" and rest[0] == "out_proj":
@@ -364,10 +366,11 @@ class LightGlue(Model):
         if any(k.startswith(("transformers.", "matcher.", "self_attn.", "log_assignment.")) for k in state):
             try:
                 state = remap_official(state, self.arch)
-            except KeyError as e:
+            except (KeyError, ValueError) as e:
                 from ..errors import WeightsError
 
-                raise WeightsError(f"weights for {self.arch.name} have an unknown key {e}") from None
+                what = f"an unknown key {e}" if isinstance(e, KeyError) else str(e)
+                raise WeightsError(f"weights do not fit {self.arch.name}: {what}") from None
         return self.under("net.", state)
 
     # -- checks -----------------------------------------------------------------
@@ -408,14 +411,19 @@ class LightGlue(Model):
             raise UsageError(f"features0 and features1 batches differ: {features0.batch_size} vs {features1.batch_size}")
         return self.match_list(list(features0), list(features1))
 
-    def match_list(self, feats0: Sequence[Features], feats1: Sequence[Features]) -> list[Matches]:
-        """Match pairs ``(feats0[i], feats1[i])`` of unbatched Features in one padded batch."""
+    @torch.inference_mode()
+    def match_list(self, feats0: Sequence[Features], feats1: Sequence[Features],
+                   stats: Optional[list] = None) -> list[Matches]:
+        """Match pairs ``(feats0[i], feats1[i])`` of unbatched Features in one padded batch.
+
+        ``stats``: an optional list that receives, per pair, ``{"layers": layers run,
+        "pruned": points removed by adaptive width}`` (for tests and diagnostics)."""
         swap = [False] * len(feats0)
         if self.config.symmetric:
             swap = [_canonical_key(b) < _canonical_key(a) for a, b in zip(feats0, feats1)]
         a = [f1 if s else f0 for f0, f1, s in zip(feats0, feats1, swap)]
         b = [f0 if s else f1 for f0, f1, s in zip(feats0, feats1, swap)]
-        res = self._match_pairs(a, b)
+        res = self._match_pairs(a, b, stats)
         out = []
         for (i0, i1, sc), f0, f1, s in zip(res, feats0, feats1, swap):
             if s:
@@ -426,11 +434,14 @@ class LightGlue(Model):
         return out
 
     # -- core -------------------------------------------------------------------------
-    def _match_pairs(self, feats0: Sequence[Features], feats1: Sequence[Features]):
+    def _match_pairs(self, feats0: Sequence[Features], feats1: Sequence[Features], stats: Optional[list] = None):
         """Shape: B pairs of unbatched Features -> B tuples ``(idx0 (K,), idx1 (K,), scores (K,))``."""
         dev, dt = self.device, self.dtype
         empty = (torch.zeros(0, dtype=torch.long, device=dev),) * 2 + (torch.zeros(0, device=dev, dtype=dt),)
         results: list = [empty] * len(feats0)
+        info = [{"layers": 0, "pruned": 0} for _ in feats0]
+        if stats is not None:
+            stats.extend(info)
         live = [i for i, (a, b) in enumerate(zip(feats0, feats1)) if len(a) and len(b)]
         if not live:
             return results
@@ -466,6 +477,7 @@ class LightGlue(Model):
             """Assignment at ``layer`` for the batch rows ``sel``; stores their results."""
             for r in sel.tolist():
                 v0, v1 = mask0[r], mask1[r]
+                info[int(pairs[r])].update(layers=layer + 1, pruned=int(total[r]) - int(v0.sum() + v1.sum()))
                 if not bool(v0.any()) or not bool(v1.any()):  # every point of a side pruned
                     continue
                 sc = net.assignment[layer].log_scores(d0[r][v0], d1[r][v1])

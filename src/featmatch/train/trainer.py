@@ -1,9 +1,11 @@
 """A small, reproducible trainer shared by every recipe.
 
-* AdamW, linear warm-up then cosine decay, gradient clipping, optional AMP: only the
-  network's forward runs under autocast (bfloat16 on CPU, float16 on CUDA) and its floating
-  outputs come back as float32, so ground truth, teachers and losses stay float32; weights
-  and optimizer state are float32 (see :class:`AutocastModel`). Optional channels-last.
+* AdamW, linear warm-up then cosine decay, gradient clipping, optional AMP (bfloat16 on
+  CPU, float16 on CUDA; float32 weights and optimizer state). A recipe with
+  ``amp_scope = "model"`` gets only the network's forward under autocast, with float32
+  outputs, so its ground truth, teachers and losses stay float32 (see
+  :class:`AutocastModel`); otherwise (``"loss"``, the default) the whole ``recipe.loss``
+  runs under autocast. Optional channels-last.
 * Data order is a pure function of the step: sample indices ``step * batch + k`` (times the
   world size under DDP) go to datasets whose items are functions of their index, so a
   resumed run sees exactly the data an uninterrupted one would.
@@ -106,9 +108,11 @@ class AutocastModel:
     def __call__(self, *args, **kwargs):
         args = tuple(self._prep(a) for a in args)
         kwargs = {k: self._prep(v) for k, v in kwargs.items()}
-        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled):
+        if not self.enabled:  # no autocast context: an enclosing one (amp_scope "loss") stays in force
+            return self.inner(*args, **kwargs)
+        with torch.autocast(self.device_type, dtype=self.dtype):
             out = self.inner(*args, **kwargs)
-        return _to_float32(out) if self.enabled else out
+        return _to_float32(out)
 
     def train(self, mode: bool = True):
         self.inner.train(mode)
@@ -204,7 +208,11 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             inner = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.train_model = AutocastModel(inner, self.model, self.device.type, config.amp, config.channels_last)
+        self.amp_scope = getattr(recipe, "amp_scope", "loss")
+        if self.amp_scope not in ("loss", "model"):
+            raise FeatmatchError(f"recipe {recipe.name}: amp_scope must be 'loss' or 'model', got '{self.amp_scope}'")
+        self.train_model = AutocastModel(inner, self.model, self.device.type, config.amp and self.amp_scope == "model",
+                                         config.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, config))
         amp_cuda = config.amp and self.device.type == "cuda"
@@ -333,9 +341,12 @@ class Trainer:
         self._train_mode()
         val: dict = {}
         t_last = time.perf_counter()
+        amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        amp_loss = cfg.amp and self.amp_scope == "loss"  # else autocast is inside self.train_model
         for batch in loader:
             batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            loss, logs = self.recipe.loss(self.train_model, batch)  # autocast inside self.train_model
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_loss):
+                loss, logs = self.recipe.loss(self.train_model, batch)
             self.opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 raise FeatmatchError(f"loss became {loss.item()} at step {self.step}; lower the learning rate (--lr) or enable --grad-clip")

@@ -377,7 +377,9 @@ def official_backbone_state(backbone: str) -> dict:
     if backbone == "xfeat":
         from ..xfeat import remap_official
 
-        state = remap_official(hub.read_state_dict(hub.resolve(name)))
+        from ...registry import weights_path
+
+        state = remap_official(hub.read_state_dict(weights_path(name)))
     else:  # the ALIKED model's own loader (its remapping), then its network's state
         from ...registry import load
 

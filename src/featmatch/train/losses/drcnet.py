@@ -12,11 +12,14 @@ as pure functions.
 * :func:`weak_loss` - ``score(negatives) - score(positives)``, score = mean over positions
   of the max of the soft-maxed 4D scores, both directions.
 
-One deliberate difference: the reference writes the 4 splat weights with ``scatter_``,
-so where two corners coincide (a coordinate exactly on a cell centre, or clamped at the
-border) one weight overwrites the other and the target can lose its mass (all zero for a
-point exactly on a centre); here the weights are added (``scatter_add_``), so every valid
-target sums to 1 before the blur. Everything else follows the reference.
+Two deliberate differences, both at degenerate positions: (1) the reference writes the 4
+splat weights with ``scatter_``, so where two corners coincide (a coordinate exactly on a
+cell centre, or clamped at the border) the zero weight of one corner overwrites the other
+and the target loses its mass (all zero for a point on a cell-centre column or row); here
+the weights are added (``scatter_add_``), so every valid target sums to 1 before the blur.
+(2) For points within half a fine cell of the top/left border (``p / 4 - 0.5 < 0``) the
+reference clamps the cell index but not the weight, which becomes negative; here the weight
+is clamped to [0, 1] too. Everything else equals the reference (tested on its outputs).
 """
 
 from __future__ import annotations

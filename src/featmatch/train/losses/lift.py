@@ -5,6 +5,8 @@
   over the hardest ``1 / mining_ratio`` of the candidates (progressive hard mining).
 * :func:`mining_ratio` - the paper's schedule: 1, doubled every ``every`` batches.
 * :func:`orientation_loss` - ORI: ``||h(G(P1, x1)) - h(G(P2, x2))||`` with DESC fixed.
+* :func:`orientation_regression_loss` - featmatch's ORI warm-up (not in the paper):
+  ``1 - cos(theta - theta_sift)``, regressing the (mapped) SIFT orientations of the data.
 * :func:`classification_loss` - DET: ``sum_i alpha_i max(0, 1 - s_i y_i)^2`` with
   ``y = +1`` for P1..P3 (alpha 1/6 each) and ``-1`` for P4 (alpha 3/6).
 * :func:`overlap_loss` - eq. 11 (detector pre-training): ``1 - IoU(p1, p2) + max(0,
@@ -73,6 +75,15 @@ def orientation_loss(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
     check_shape("d1", d1, (-1, -1))
     check_shape("d2", d2, tuple(d1.shape))
     return (d1 - d2).norm(dim=-1).mean()
+
+
+def orientation_regression_loss(theta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos(theta - target)`` (0 when the angles agree, 2 when opposite).
+
+    Shape: theta, target ``(N,)`` radians -> scalar."""
+    check_shape("theta", theta, (-1,))
+    check_shape("target", target, tuple(theta.shape))
+    return (1 - torch.cos(theta - target)).mean()
 
 
 def classification_loss(scores: torch.Tensor, alphas: tuple = (1 / 6, 1 / 6, 1 / 6, 3 / 6),

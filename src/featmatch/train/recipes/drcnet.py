@@ -128,8 +128,8 @@ class DRCNetRecipe:
 
 #: light CPU presets: backbone -> DRCNetConfig overrides
 PRESETS = {
-    "xfeat": {"backbone": "xfeat", "fpn": "two_heads", "feature_dim": 128},
-    "aliked-t16": {"backbone": "aliked-t16", "fpn": "two_heads", "feature_dim": 128},
+    "xfeat": {"backbone": "xfeat", "fpn": "two_heads", "feature_dim": 128},  # = models.drcnet.XFEAT
+    "aliked-t16": {"backbone": "aliked-t16", "fpn": "two_heads", "feature_dim": 128},  # compared, not shipped
 }
 
 

@@ -9,7 +9,10 @@ part on quadruplets of 128x128 patches (:mod:`featmatch.data.lift_patches`), the
    ``pairs * mining_max`` candidates, the first ``pairs * ratio`` are ranked without gradients
    and the hardest ``pairs`` positives and negatives are back-propagated).
 2. ``ori``: ORI on crops at the known keypoints; loss = distance of the DESC descriptors
-   (DESC fixed) of the crops rotated by the predicted orientations.
+   (DESC fixed) of the crops rotated by the predicted orientations, after
+   ``ori_pretrain_steps`` of warm-up regressing the data's SIFT orientations (featmatch's
+   addition: the paper's loss alone did not move a randomly initialised ORI in 200 steps
+   on rotations up to 180 degrees).
 3. ``det``: DET on the whole patches (softargmax); loss = ``gamma`` x classification (P1..P3
    features, P4 not) + pair term: eq. 11 overlap for the first ``det_pretrain_steps`` steps
    (pre-training), then the descriptor distance through Crop -> ORI -> Rot -> DESC (ORI and
@@ -35,7 +38,7 @@ import torch
 from ...errors import UsageError
 from ...models.lift import LIFTNet, crop_patch
 from ..losses.lift import (classification_loss, descriptor_hinge_loss, mining_ratio, orientation_loss,
-                           overlap_loss)
+                           orientation_regression_loss, overlap_loss)
 
 STAGES = ("desc", "ori", "det")
 
@@ -50,6 +53,7 @@ class LIFTRecipeConfig:
     mining_every: int = 5000  # desc: the mining ratio doubles every this many steps (paper 5000)
     mining_max: float = 4.0  # desc: largest mining ratio
     det_pretrain_steps: int = 0  # det: steps with the eq. 11 overlap pair term before the full loss
+    ori_pretrain_steps: int = 0  # ori: steps regressing the SIFT orientations before the paper's loss
     gamma: float = 1.0  # det: weight of the classification loss
     val_quads: int = 400  # held-out quadruplets per validation
 
@@ -127,6 +131,12 @@ class LIFTRecipe:
         P, xy = batch["P"], batch["xy"]
         t1 = self.orient(net, P[:, 0], xy[:, 0])
         t2 = self.orient(net, P[:, 1], xy[:, 1])
+        if self._step(batch) < self.config.ori_pretrain_steps:  # warm-up: imitate SIFT's orientation
+            t3 = self.orient(net, P[:, 2], xy[:, 2])
+            loss = orientation_regression_loss(torch.cat([t1, t2, t3]), batch["angle"][:, :3].T.reshape(-1))
+            with torch.no_grad():
+                err = _wrap((t2 - t1) - (batch["angle"][:, 1] - batch["angle"][:, 0])).abs().mean() * 180 / math.pi
+            return loss, {"ori_err_deg": float(err), "pretrain": 1.0}
         d1 = self.describe(net, P[:, 0], xy[:, 0], t1)
         d2 = self.describe(net, P[:, 1], xy[:, 1], t2)
         loss = orientation_loss(d1, d2)
@@ -215,7 +225,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pairs-per-step", type=int, default=64, help="lift: positive (and negative) pairs per step")
     g.add_argument("--mining-every", type=int, default=5000, help="lift desc: the mining ratio doubles every N steps")
     g.add_argument("--pretrain-steps", type=int, default=None,
-                   help="lift det: steps of eq. 11 overlap pre-training before the full loss (default: half)")
+                   help="lift det: steps of eq. 11 overlap pre-training before the full loss (default: half); "
+                        "lift ori: steps regressing SIFT's orientations before the paper's loss (default: half)")
 
 
 def build_run(args: argparse.Namespace):
@@ -272,7 +283,8 @@ def build_run(args: argparse.Namespace):
     batch = int(pairs * mining_max)
     pre = args.pretrain_steps if args.pretrain_steps is not None else args.steps // 2
     recipe = LIFTRecipe(LIFTRecipeConfig(stage=args.stage, pairs=pairs, mining_every=args.mining_every,
-                                         mining_max=mining_max, det_pretrain_steps=pre), val_set=val, batch_size=batch)
+                                         mining_max=mining_max, det_pretrain_steps=pre, ori_pretrain_steps=pre),
+                        val_set=val, batch_size=batch)
     keep_best = {"auto": {"desc": "auc", "ori": "neg_dist", "det": "neg_dist"}[args.stage],
                  "none": None}.get(args.keep_best, args.keep_best)
     cfg = TrainConfig(steps=args.steps, batch_size=batch, lr=args.lr, warmup_steps=args.warmup, grad_clip=args.grad_clip,
@@ -280,5 +292,5 @@ def build_run(args: argparse.Namespace):
                       device=args.device, amp=args.amp, seed=args.seed, keep_best=keep_best)
     meta = {"method": "lift", "stage": args.stage, "patches": src.name, "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
-            "pairs_per_step": pairs, "det_pretrain_steps": pre if args.stage == "det" else None}
+            "pairs_per_step": pairs, "pretrain_steps": pre if args.stage in ("ori", "det") else None}
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
