@@ -14,16 +14,16 @@ from featmatch import hub
 from featmatch.errors import UsageError, WeightsError
 from featmatch.models.lightglue import (ARCH_ALIKED, ARCH_XFEAT, LightGlue, LightGlueConfig,
                                         normalize_keypoints, remap_official)
+from featmatch.registry import cached_weights, model_card
 from featmatch.types import Features
 
-from conftest import FIXTURES, textured
+from conftest import FIXTURES, need_weights, textured
 
 COMBOS = ("aliked.n16+lightglue", "aliked.n16rot+lightglue", "aliked.n32+lightglue", "xfeat+lighterglue")
 
 
 def _need(name: str) -> None:
-    if hub.cached_path(name) is None:
-        pytest.skip(f"weights for {name} not cached (run: featmatch download {name})")
+    need_weights(name)  # cache, else the CLI's download; one skip reason only when impossible
 
 
 def _feats(n: int, dim: int, seed: int, size=(320, 240), extractor=None) -> Features:
@@ -75,12 +75,12 @@ def test_load_with_matcher_keyword():
 def test_cached_only_with_both_files(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATMATCH_HOME", str(tmp_path))
     monkeypatch.setattr(hub, "_installed_path", lambda spec: None)
-    assert hub.cached_path("aliked.n16+lightglue") is None
+    assert cached_weights("aliked.n16+lightglue") is None
     (tmp_path / "aliked-n16.pth").write_bytes(b"x")
-    assert hub.cached_path("aliked.n16") is not None
-    assert hub.cached_path("aliked.n16+lightglue") is None  # matcher file missing
+    assert cached_weights("aliked.n16") is not None
+    assert cached_weights("aliked.n16+lightglue") is None  # matcher file missing
     (tmp_path / "aliked_lightglue.pth").write_bytes(b"x")
-    assert hub.cached_path("aliked.n16+lightglue") is not None
+    assert cached_weights("aliked.n16+lightglue") is not None
     with pytest.raises(WeightsError, match="sha256"):  # a wrong file is refused at load()
         featmatch.load("aliked.n16+lightglue")
 
@@ -257,7 +257,7 @@ def test_batched_equals_one_by_one_and_symmetric(fx, fam):
 def test_official_files_load_strictly():
     _need("xfeat+lighterglue")
     _need("aliked.n16+lightglue")
-    state = hub.read_state_dict(hub.resolve("xfeat+lighterglue", matcher=True))
+    state = hub.read_state_dict(hub.resolve(model_card("xfeat+lighterglue").matcher_weights))
     with pytest.raises(WeightsError):
         LightGlue(LightGlueConfig(), ARCH_ALIKED).load_weights(state)
     m = featmatch.load("aliked.n16", matcher="lightglue", top_k=300)

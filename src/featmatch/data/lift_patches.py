@@ -1,0 +1,264 @@
+"""LIFT training quadruplets from synthetic homography pairs (Yi et al. ECCV 2016, sec. 4).
+
+A quadruplet holds four 128x128 grey patches ``P`` (each covering 24 sigma around a point,
+sigma = SIFT scale, axis-aligned in its image):
+
+* ``P1``: a SIFT keypoint (OpenCV) of image 0 of a :class:`~featmatch.data.SyntheticPairs`
+  pair;
+* ``P2``: the same point in image 1, mapped through the known homography with its scale
+  (``sigma * sqrt|det J|``) and orientation (rotated by the local Jacobian ``J``);
+* ``P3``: a different SIFT keypoint (mapped into image 1 the same way), at least 12 sigma away;
+* ``P4``: a non-feature region of image 0: no SIFT keypoint within its 64-px crop support,
+  scale drawn from the keypoints' scales.
+
+Each patch centre is jittered by up to 20 % of the half patch (uniform, x and y
+independently, the authors' ``fPerturbInfo``); the keypoint's position inside the patch is
+stored as ``xy`` in the spatial-transformer coordinates of ``P`` (``[-1, 1]``, align-corners),
+its orientation (radians, image axes, y down; 0 for P4) as ``angle``. Patches are sampled
+with bilinear interpolation from a 2x2-average pyramid (the octave whose pixel is at most
+the patch's sample spacing), as :meth:`featmatch.models.lift.LIFT.sample_patches` does at
+run time.
+
+Everything is a pure function of ``(seed, pair index)``; :func:`build_patch_set` writes an
+``.npz`` (``P`` uint8 ``(N, 4, 128, 128)``, ``xy`` float32 ``(N, 4, 2)``, ``angle`` float32
+``(N, 4)``, ``sigma`` float32 ``(N, 4)``) that :class:`LIFTQuadruplets` serves to the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import FeatmatchError, UsageError
+from .synthetic import SyntheticConfig, SyntheticPairs
+
+log = logging.getLogger(__name__)
+
+PATCH = 128  # P side (pixels)
+SUPPORT = 24.0  # sigma covered by P
+
+
+@dataclass(frozen=True)
+class LIFTPatchConfig:
+    """How quadruplets are cut from synthetic pairs."""
+
+    size: tuple[int, int] = (640, 480)  # (W, H) of the synthetic pairs
+    seed: int = 0
+    per_pair: int = 16  # quadruplets per pair (at most)
+    max_rotation_deg: float = 180.0  # in-plane rotation of image 1 (orientation learning)
+    scale_range: tuple[float, float] = (0.6, 1.6)  # scale of image 1 w.r.t. image 0
+    perspective: float = 0.08  # corner jitter of the homography
+    min_sigma: float = 1.2  # smallest SIFT sigma used (pixels of image 0)
+    max_sigma: float = 16.0  # largest SIFT sigma used
+    jitter: float = 0.2  # centre jitter, fraction of the half patch (12 sigma)
+    sift_features: int = 3000  # OpenCV SIFT nfeatures on image 0
+    contrast_threshold: float = 0.03  # OpenCV SIFT contrastThreshold
+
+
+def extract_patch(levels: Sequence[np.ndarray], cx: float, cy: float, sigma: float) -> np.ndarray:
+    """The 128x128 patch ``P`` centred on ``(cx, cy)`` covering 24 sigma: pixel ``i`` of ``P``
+    sits at ``c + (i - 63.5) * 24 sigma / 128`` (featmatch's pixel-centre convention).
+
+    Shape: levels ``[(H, W), (H/2, W/2), ...]`` float32 -> ``(128, 128)`` float32.
+    """
+    import cv2
+
+    step = sigma * SUPPORT / PATCH
+    o = int(min(max(math.floor(math.log2(max(step, 1.0))), 0), len(levels) - 1))
+    f = 2.0 ** o
+    a = step / f
+    bx = ((cx - (PATCH - 1) / 2 * step) + 0.5) / f - 0.5
+    by = ((cy - (PATCH - 1) / 2 * step) + 0.5) / f - 0.5
+    M = np.array([[a, 0, bx], [0, a, by]], np.float64)
+    return cv2.warpAffine(levels[o], M, (PATCH, PATCH), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _pyramid(img: np.ndarray, n: int = 5) -> list[np.ndarray]:
+    import cv2
+
+    out = [img]
+    while len(out) < n and min(out[-1].shape) >= 4:
+        h, w = out[-1].shape
+        out.append(cv2.resize(out[-1][: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+    return out
+
+
+def _jacobian(H: np.ndarray, x: float, y: float) -> np.ndarray:
+    p = H @ np.array([x, y, 1.0])
+    w = p[2]
+    return (H[:2, :2] * w - np.outer(p[:2], H[2, :2])) / (w * w)
+
+
+def _warp(H: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    p = H @ np.array([x, y, 1.0])
+    return p[0] / p[2], p[1] / p[2]
+
+
+def pair_quadruplets(pair: dict, index: int, cfg: LIFTPatchConfig) -> Optional[dict]:
+    """Quadruplets from one synthetic pair (a ``SyntheticPairs`` item); None if too few points.
+
+    Returns arrays ``P (K, 4, 128, 128)`` uint8, ``xy (K, 4, 2)``, ``angle (K, 4)``,
+    ``sigma (K, 4)`` float32.
+    """
+    import cv2
+
+    rng = np.random.default_rng([cfg.seed, 7, int(index)])
+    g0 = pair["image0"].mean(0).numpy().astype(np.float32)
+    g1 = pair["image1"].mean(0).numpy().astype(np.float32)
+    valid1 = pair["valid1"].numpy().astype(np.uint8)
+    H = pair["H_0to1"].numpy().astype(np.float64)
+    h, w = g0.shape
+    sift = cv2.SIFT_create(nfeatures=cfg.sift_features, contrastThreshold=cfg.contrast_threshold)
+    kps = sift.detect((g0 * 255).round().astype(np.uint8), None)
+    if len(kps) < 3:
+        return None
+    allxy = np.array([k.pt for k in kps], np.float64)
+    # OpenCV's first octave is built by doubling the image: its points are off by +0.25 px
+    allxy -= 0.25
+    sig = np.array([k.size / 2 for k in kps], np.float64)
+    ang = np.radians(np.array([k.angle for k in kps], np.float64))
+    lv0, lv1 = _pyramid(g0), _pyramid(g1)
+    # valid1 shrunk so that a patch whose corners and centre are valid has content
+    cands = []
+    for i in range(len(kps)):
+        s = sig[i]
+        if not (cfg.min_sigma <= s <= cfg.max_sigma):
+            continue
+        x, y = allxy[i]
+        half = 12.0 * s * (1 + cfg.jitter)
+        if x - half < 0 or y - half < 0 or x + half > w - 1 or y + half > h - 1:
+            continue
+        x1, y1 = _warp(H, x, y)
+        J = _jacobian(H, x, y)
+        s1 = s * math.sqrt(abs(np.linalg.det(J)))
+        half1 = 12.0 * s1 * (1 + cfg.jitter)
+        ok = True
+        for dx, dy in ((0, 0), (-1, -1), (1, -1), (-1, 1), (1, 1)):
+            px, py = int(round(x1 + dx * half1)), int(round(y1 + dy * half1))
+            if not (0 <= px < w and 0 <= py < h and valid1[py, px]):
+                ok = False
+                break
+        if not ok:
+            continue
+        d = J @ np.array([math.cos(ang[i]), math.sin(ang[i])])
+        cands.append((i, x1, y1, s1, math.atan2(d[1], d[0])))
+    if len(cands) < 2:
+        return None
+    order = rng.permutation(len(cands))
+    out = {"P": [], "xy": [], "angle": [], "sigma": []}
+    scales_pool = sig[(sig >= cfg.min_sigma) & (sig <= cfg.max_sigma)]
+
+    def jittered(cx: float, cy: float, s: float, lv) -> tuple[np.ndarray, np.ndarray]:
+        j = rng.uniform(-cfg.jitter, cfg.jitter, 2) * 12.0 * s
+        p = extract_patch(lv, cx + j[0], cy + j[1], s)
+        # keypoint position in P's [-1, 1] coordinates (align corners: pixel i -> i / 63.5 - 1)
+        xy = -j / (s * SUPPORT / PATCH) / ((PATCH - 1) / 2)
+        return p, xy
+
+    for t in order[: cfg.per_pair]:
+        i, x1, y1, s1, a1 = cands[t]
+        # P3: another candidate, far enough in image 1
+        others = [c for c in cands if c[0] != i and math.hypot(c[1] - x1, c[2] - y1) > 12.0 * s1]
+        if not others:
+            continue
+        c3 = others[int(rng.integers(len(others)))]
+        # P4: a non-feature region of image 0
+        p4 = None
+        for _ in range(50):
+            s4 = float(scales_pool[int(rng.integers(len(scales_pool)))]) if len(scales_pool) else 2.0
+            half = 12.0 * s4 * (1 + cfg.jitter)
+            if w - 1 - 2 * half <= 0 or h - 1 - 2 * half <= 0:
+                continue
+            x4, y4 = rng.uniform(half, w - 1 - half), rng.uniform(half, h - 1 - half)
+            dist = np.hypot(allxy[:, 0] - x4, allxy[:, 1] - y4)
+            if np.all(dist > 6.0 * s4 + 3.0 * sig):  # no SIFT region touches the crop support
+                p4 = (x4, y4, s4)
+                break
+        if p4 is None:
+            continue
+        x0, y0 = allxy[i]
+        P1, xy1 = jittered(x0, y0, sig[i], lv0)
+        P2, xy2 = jittered(x1, y1, s1, lv1)
+        P3, xy3 = jittered(c3[1], c3[2], c3[3], lv1)
+        P4, xy4 = jittered(p4[0], p4[1], p4[2], lv0)
+        out["P"].append(np.stack([P1, P2, P3, P4]))
+        out["xy"].append(np.stack([xy1, xy2, xy3, xy4]))
+        out["angle"].append([ang[i], a1, c3[4], 0.0])
+        out["sigma"].append([sig[i], s1, c3[3], p4[2]])
+    if not out["P"]:
+        return None
+    return {"P": (np.clip(np.stack(out["P"]), 0, 1) * 255).round().astype(np.uint8),
+            "xy": np.asarray(out["xy"], np.float32), "angle": np.asarray(out["angle"], np.float32),
+            "sigma": np.asarray(out["sigma"], np.float32)}
+
+
+def build_patch_set(files: Sequence[Union[str, Path]], out: Union[str, Path], count: int,
+                    cfg: LIFTPatchConfig = LIFTPatchConfig(), log_every: int = 100) -> dict:
+    """Cut ``count`` quadruplets from synthetic pairs of ``files`` and write them to ``out``
+    (``.npz``, atomically). Returns ``{"quadruplets", "pairs"}``."""
+    from ..io import atomic_path
+
+    if count < 1:
+        raise UsageError("count must be at least 1")
+    syn = SyntheticPairs(list(files), SyntheticConfig(size=cfg.size, seed=cfg.seed,
+                                                      max_rotation_deg=cfg.max_rotation_deg,
+                                                      scale_range=cfg.scale_range, perspective=cfg.perspective))
+    parts, n, k = [], 0, 0
+    while n < count:
+        q = pair_quadruplets(syn[k], k, cfg)
+        k += 1
+        if q is not None:
+            parts.append(q)
+            n += len(q["P"])
+        if k % log_every == 0:
+            log.info("%d pairs -> %d quadruplets", k, n)
+        if k > 50 * count + 100:
+            raise FeatmatchError(f"only {n} quadruplets from {k} pairs; are the images blank?")
+    data = {key: np.concatenate([p[key] for p in parts])[:count] for key in parts[0]}
+    with atomic_path(Path(out)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **data)
+    return {"quadruplets": int(len(data["P"])), "pairs": k}
+
+
+class LIFTQuadruplets(Dataset):
+    """Quadruplets of a patch set written by :func:`build_patch_set` (item ``i`` is
+    quadruplet ``i mod N``).
+
+    Item: ``P (4, 1, 128, 128)`` float in [0, 1], ``xy (4, 2)``, ``angle (4,)``, ``index``.
+    """
+
+    def __init__(self, path: Union[str, Path, dict]):
+        if isinstance(path, dict):
+            d = path
+        else:
+            p = Path(path)
+            if not p.is_file():
+                raise FeatmatchError(f"LIFT patch set not found: {p} (build it with build_patch_set)")
+            with np.load(p) as z:
+                d = {k: z[k] for k in ("P", "xy", "angle")}
+        if d["P"].ndim != 4 or d["P"].shape[1:] != (4, PATCH, PATCH):
+            raise FeatmatchError(f"LIFT patch set: P has shape {d['P'].shape}, expected (N, 4, 128, 128)")
+        self.P = torch.from_numpy(np.ascontiguousarray(d["P"]))
+        self.xy = torch.from_numpy(np.asarray(d["xy"], np.float32))
+        self.angle = torch.from_numpy(np.asarray(d["angle"], np.float32))
+
+    def __len__(self) -> int:
+        return 1_000_000_000
+
+    @property
+    def size(self) -> int:
+        return int(self.P.shape[0])
+
+    def __getitem__(self, index: int) -> dict:
+        i = int(index) % self.size
+        return {"P": self.P[i, :, None].float() / 255.0, "xy": self.xy[i], "angle": self.angle[i],
+                "index": torch.tensor(int(index))}

@@ -1,0 +1,360 @@
+"""LIFT: networks, spatial transformers, softargmax, scale-space NMS, runtime, losses,
+training steps, the patch data and the authors' descriptor file layout."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import featmatch
+from featmatch.errors import WeightsError
+from featmatch.models.lift import (LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
+                                   SubtractiveNorm, crop_patch, ghh, patch_to_det_coords, scale_space_nms)
+from featmatch.ops.softargmax import soft_max_score, softargmax2d
+from featmatch.train.losses.lift import (classification_loss, descriptor_hinge_loss, detector_loss, mining_ratio,
+                                         orientation_loss, overlap_loss)
+
+from conftest import textured
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convolutions: one thread is faster (and fairer on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- networks
+def test_ghh_matches_hand_computation():
+    x = torch.arange(16.0).reshape(1, 16, 1, 1)
+    assert ghh(x).item() == pytest.approx(3 - 7 + 11 - 15)  # group maxima 3, 7, 11, 15
+    y = torch.randn(2, 32, 3)
+    g = y.reshape(2, 2, 4, 4, 3).amax(3)
+    assert torch.allclose(ghh(y), g[:, :, 0] - g[:, :, 1] + g[:, :, 2] - g[:, :, 3])
+
+
+def test_network_shapes():
+    torch.manual_seed(0)
+    det, ori, desc = LIFTDetector(), LIFTOrientation(), LIFTDescriptor()
+    assert det(torch.rand(2, 1, 48, 48)).shape == (2, 1, 24, 24)
+    xy, score = det.patch_forward(torch.rand(3, 1, 128, 128))
+    assert xy.shape == (3, 2) and score.shape == (3,)
+    assert (xy.abs() <= 6.5 / 23.5 + 1e-5).all()  # the detector moves the point by at most 0.277
+    assert ori(torch.rand(5, 1, 64, 64)).shape == (5,)
+    d = desc(torch.rand(4, 1, 64, 64))
+    assert d.shape == (4, 128) and (d >= 0).all() and (d <= 4 + 1e-4).all()  # tanh + L2 pool 4x4
+
+
+def test_detector_mapping_constants():
+    j = torch.tensor([[0.0, 13.0]])
+    assert torch.allclose(patch_to_det_coords(j), torch.tensor([[17 / 23.5 - 1, 30 / 23.5 - 1]]))
+
+
+def test_subtractive_norm_of_constant_is_zero_including_borders():
+    x = torch.full((1, 3, 9, 11), 2.5)
+    assert SubtractiveNorm()(x).abs().max() < 1e-5
+
+
+# --------------------------------------------------------------------------- softargmax
+def test_softargmax_matches_hand_computation():
+    s = torch.tensor([[0.0, 0.1, 0.0], [0.2, 0.0, 0.0]])
+    w = torch.exp(10 * s)
+    w = w / w.sum()
+    x = (w * torch.tensor([0.0, 1.0, 2.0])).sum()
+    y = (w * torch.tensor([[0.0], [1.0]])).sum()
+    assert torch.allclose(softargmax2d(s[None, None], 10.0), torch.stack([x, y])[None], atol=1e-6)
+    lme = 0.2 + math.log(float(torch.exp(10 * (s - 0.2)).mean())) / 10
+    assert soft_max_score(s[None], 10.0).item() == pytest.approx(lme, abs=1e-6)
+    # a sharp peak: the argmax
+    p = torch.full((1, 1, 5, 7), -10.0)
+    p[0, 0, 3, 5] = 10.0
+    assert torch.allclose(softargmax2d(p), torch.tensor([[5.0, 3.0]]))
+
+
+# --------------------------------------------------------------------------- Crop / Rot
+def test_crop_identity_and_gradients():
+    P = torch.rand(2, 1, 16, 16, requires_grad=True)
+    out = crop_patch(P, torch.zeros(2, 2), None, size=16, scale=1.0)
+    assert torch.allclose(out, P, atol=1e-5)
+    xy = torch.zeros(2, 2, requires_grad=True)
+    a = torch.zeros(2, requires_grad=True)
+    crop_patch(P, xy, a, size=8).sum().backward()
+    assert P.grad.abs().sum() > 0 and xy.grad is not None and a.grad is not None
+
+
+def test_rot_equivariance_on_rotated_patch():
+    torch.manual_seed(0)
+    P = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 132, 132), 5, 1)  # smooth, 128x128
+    Pr = torch.rot90(P, 1, dims=(-2, -1))  # content rotated by -90 deg (x right, y down)
+    alpha = -math.pi / 2
+    xy = torch.tensor([[0.1, -0.15]])
+    rxy = torch.tensor([[math.cos(alpha) * 0.1 + math.sin(alpha) * 0.15, math.sin(alpha) * 0.1 - math.cos(alpha) * 0.15]])
+    for theta in (0.0, 0.7, -2.0):
+        a = crop_patch(P, xy, torch.tensor([theta]))
+        b = crop_patch(Pr, rxy, torch.tensor([theta + alpha]))
+        assert torch.allclose(a, b, atol=1e-4)
+    # an orientation estimator that is exactly equivariant (the angle of the intensity
+    # centroid) + Rot gives the same rotated crop of the rotated patch
+    def centroid_angle(c):
+        u = torch.linspace(-1, 1, c.shape[-1])
+        gy, gx = torch.meshgrid(u, u, indexing="ij")
+        w = c[:, 0] - c[:, 0].mean((-2, -1), keepdim=True)
+        return torch.atan2((w * gy).sum((-2, -1)), (w * gx).sum((-2, -1)))
+
+    t1 = centroid_angle(crop_patch(P, xy))
+    t2 = centroid_angle(crop_patch(Pr, rxy))
+    assert abs(math.remainder(float(t2 - t1) - alpha, 2 * math.pi)) < 1e-3
+    assert torch.allclose(crop_patch(P, xy, t1), crop_patch(Pr, rxy, t2), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- NMS over scales
+def _maps(values, h=21, w=21, y=10, x=10):
+    maps = []
+    for v in values:
+        m = torch.zeros(h, w)
+        m[y, x] = v
+        m[:2], m[-2:], m[:, :2], m[:, -2:] = -math.inf, -math.inf, -math.inf, -math.inf
+        maps.append(m)
+    return maps
+
+
+def test_scale_space_nms():
+    out = scale_space_nms(_maps([1.0, 1.0, 2.0, 1.0, 1.0]), radius=3, levels=2)
+    assert len(out) == 1 and out[0][0] == 2 and out[0][1].tolist() == [[10, 10]]
+    assert scale_space_nms(_maps([1.0, 1.0, 2.0, 3.0, 1.0]), 3, 2) == []  # beaten one level up
+    assert scale_space_nms(_maps([3.0, 1.0, 2.0, 1.0, 1.0]), 3, 2) == []  # beaten two levels down
+    assert scale_space_nms(_maps([2.0, 1.0, 1.0, 1.0, 1.0]), 3, 2) == []  # first levels produce nothing
+    # a peak whose window touches the invalid (-inf) border is dropped
+    assert scale_space_nms(_maps([1.0, 1.0, 2.0, 1.0, 1.0], y=3, x=10), 3, 2) == []
+    # two peaks in one level closer than the window: only the larger
+    maps = _maps([0.5, 0.5, 2.0, 0.5, 0.5])
+    maps[2][10, 12] = 1.5
+    out = scale_space_nms(maps, 3, 2)
+    assert out[0][1].tolist() == [[10, 10]]
+
+
+# --------------------------------------------------------------------------- runtime
+@pytest.fixture(scope="module")
+def lift_random():
+    torch.manual_seed(0)
+    return featmatch.load("lift", pretrained=False, top_k=50, bf16=False)
+
+
+def test_extract_shapes_and_invariants(lift_random):
+    img = textured(120, 160, seed=3)
+    f = lift_random.extract(img)
+    n = len(f)
+    assert 0 < n <= 50
+    assert f.descriptors.shape == (n, 128) and f.scales.shape == (n,) and f.orientations.shape == (n,)
+    assert torch.allclose(f.descriptors.norm(dim=-1), torch.ones(n), atol=1e-4)
+    assert (f.keypoints[:, 0] >= -0.5).all() and (f.keypoints[:, 0] <= 159.5).all()
+    assert (f.scales >= 2 * 0.9).all() and (f.orientations.abs() <= math.pi + 1e-5).all()
+    assert (f.keypoint_scores[:-1] >= f.keypoint_scores[1:]).all()
+
+
+def test_describe_at_given_points_is_batched_consistently(lift_random):
+    g = torch.from_numpy(textured(96, 96, seed=4, channels=1)).float()[None, None] / 255
+    xy = torch.tensor([[40.0, 50.0], [60.0, 30.0], [20.3, 70.9]])
+    sigma = torch.tensor([1.5, 3.0, 6.0])
+    with torch.no_grad():
+        a_all, d_all = lift_random.describe(g, xy, sigma)
+        a_one, d_one = lift_random.describe(g, xy[1:2], sigma[1:2])
+    assert torch.allclose(d_all[1], d_one[0], atol=1e-4) and torch.allclose(a_all[1], a_one[0], atol=1e-5)
+
+
+def test_bf16_inference_is_close_to_float32(lift_random):
+    g = torch.from_numpy(textured(96, 96, seed=4, channels=1)).float()[None, None] / 255
+    xy, sigma = torch.tensor([[40.0, 50.0], [60.0, 30.0]]), torch.tensor([2.0, 4.0])
+    fast = featmatch.load("lift", pretrained=False, bf16=True)
+    fast.load_state_dict(lift_random.state_dict())
+    with torch.no_grad():
+        _, d32 = lift_random.describe(g, xy, sigma, torch.zeros(2))
+        _, d16 = fast.describe(g, xy, sigma, torch.zeros(2))
+    assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
+
+
+def test_bad_inputs(lift_random):
+    f = lift_random.extract(np.zeros((8, 8), np.uint8))  # too small: empty, no crash
+    assert len(f) == 0 and f.descriptors.shape == (0, 128)
+    f = lift_random.extract(np.full((80, 80), 127, np.uint8))  # blank: no keypoints, no crash
+    assert len(f) == 0
+    m = lift_random.match(np.full((80, 80), 127, np.uint8), textured(80, 80))
+    assert len(m) == 0
+    with pytest.raises(featmatch.errors.UsageError):
+        featmatch.load("lift", pretrained=False, nms_radius=0)
+    with pytest.raises(featmatch.errors.UsageError):
+        featmatch.load("lift", pretrained=False, top_kk=3)
+
+
+def test_large_image_scales_start_at_two():
+    m = LIFT(LIFTConfig())
+    assert m.log2_scales(480, 640)[0] == 0 and len(m.log2_scales(480, 640)) == 21
+    assert m.log2_scales(2000, 3000)[0] == 1 and len(m.log2_scales(2000, 3000)) == 16
+
+
+# --------------------------------------------------------------------------- losses
+def test_descriptor_hinge_loss_and_mining():
+    d1 = torch.zeros(4, 2)
+    d2 = torch.tensor([[0.0, 1.0], [0.0, 2.0], [0.0, 0.0], [3.0, 0.0]])
+    d3 = torch.tensor([[0.0, 5.0], [0.0, 1.0], [3.0, 0.0], [0.0, 0.5]])
+    loss, _ = descriptor_hinge_loss(d1, d2, d3, margin=4.0)
+    pos = (1 + 2 + 0 + 3) / 4
+    neg = (0 + 3 + 1 + 3.5) / 4
+    assert loss.item() == pytest.approx(pos + neg)
+    hard, _ = descriptor_hinge_loss(d1, d2, d3, margin=4.0, mining_ratio=2)
+    assert hard.item() == pytest.approx((3 + 2) / 2 + (3.5 + 3) / 2)
+    sep, _ = descriptor_hinge_loss(d1[:2], d2[:2], d3, margin=4.0, d1_neg=d1)
+    assert sep.item() == pytest.approx(1.5 + neg)
+    assert [mining_ratio(s, 5000) for s in (0, 4999, 5000, 10000, 50000)] == [1, 1, 2, 4, 4]
+
+
+def test_orientation_and_classification_losses():
+    assert orientation_loss(torch.zeros(2, 3), torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])).item() == pytest.approx(3.0)
+    s = torch.tensor([[1.0, 0.5, -1.0, -1.0], [2.0, 2.0, 2.0, 0.0]])
+    want = ((0 + 0.25 + 4) / 6 + 0 / 2 + (0 + 0 + 0) / 6 + 1 / 2) / 2
+    assert classification_loss(s).item() == pytest.approx(want)
+    assert detector_loss(s, torch.tensor(1.0), gamma=2.0).item() == pytest.approx(2 * want + 1)
+
+
+def test_overlap_loss_eq11():
+    z = torch.zeros(3, 2)
+    assert overlap_loss(z, z, z, z).item() == pytest.approx(0.0, abs=1e-6)
+    a = torch.tensor([[0.5, 0.0]])
+    # shifted by half a side: IoU = 0.5 / 1.5
+    assert overlap_loss(a, torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2)).item() == pytest.approx(1 - 1 / 3)
+    far = torch.tensor([[3.0, 1.0]])  # |dx| + |dy| = 4 > 2 sides; union 2
+    assert overlap_loss(far, torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2)).item() == pytest.approx(1 + 2 / math.sqrt(2))
+    # P2's offset is rotated into P1's frame
+    o1 = torch.tensor([[0.3, 0.0]])
+    o2 = torch.tensor([[0.0, 0.3]])  # the same offset seen in a frame rotated by +90 deg
+    assert overlap_loss(o1, torch.zeros(1, 2), o2, torch.zeros(1, 2), torch.tensor([-math.pi / 2])).item() == pytest.approx(0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- data + training
+@pytest.fixture(scope="module")
+def quads(tmp_path_factory):
+    import cv2
+
+    from featmatch.data.lift_patches import LIFTPatchConfig, LIFTQuadruplets, build_patch_set
+
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), textured(240, 320, seed=10 + i))
+    cfg = LIFTPatchConfig(size=(320, 240), per_pair=8, max_sigma=6.0)
+    from featmatch.data import list_images
+
+    info = build_patch_set(list_images(folder), folder / "p.npz", 16, cfg)
+    assert info["quadruplets"] == 16
+    return LIFTQuadruplets(folder / "p.npz")
+
+
+def test_patch_set_geometry(quads):
+    P = quads.P[:, :, None].float() / 255
+    c = [crop_patch(P[:, k], quads.xy[:, k], quads.angle[:, k]) for k in range(3)]
+
+    def ncc(u, v):
+        u, v = u.flatten(1), v.flatten(1)
+        u, v = u - u.mean(1, keepdim=True), v - v.mean(1, keepdim=True)
+        return (u * v).sum(1) / (u.norm(dim=1) * v.norm(dim=1) + 1e-6)
+
+    assert ncc(c[0], c[1]).median() > 0.8  # same point, two views, rotated by the mapped orientations
+    assert ncc(c[0], c[1]).median() > ncc(c[0], c[2]).median() + 0.3
+    item = quads[17]
+    assert item["P"].shape == (4, 1, 128, 128) and item["xy"].shape == (4, 2) and int(item["index"]) == 17
+    assert (quads.xy.abs() <= 0.21).all()  # jitter <= 20 % of the half patch
+
+
+@pytest.mark.parametrize("stage", ["desc", "ori-pretrain", "ori", "det-pretrain", "det"])
+def test_training_steps_lower_each_loss(quads, stage):
+    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
+
+    torch.manual_seed(0)
+    net = LIFTNet()
+    name = stage.split("-")[0]
+    pre = 10 ** 6 if stage.endswith("pretrain") else 0
+    rec = LIFTRecipe(LIFTRecipeConfig(stage=name, pairs=6, mining_max=1.0, det_pretrain_steps=pre,
+                                      ori_pretrain_steps=pre), batch_size=6)
+    part = {"desc": net.descriptor, "ori": net.orientation, "det": net.detector}[name]
+    opt = torch.optim.Adam(part.parameters(), lr={"desc": 1e-3, "ori": 1e-2, "det": 1e-3}[name])
+    batch = {k: torch.stack([quads[i][k] for i in range(6)]) for k in ("P", "xy", "angle", "index")}
+    losses = []
+    for _ in range(10):
+        loss, logs = rec.loss(net, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # ORI can only rotate the crops a random descriptor sees: a smaller but real decrease
+    assert losses[-1] < (0.97 if stage == "ori" else 0.8) * losses[0], losses
+
+
+def test_recipe_validation_metrics(quads):
+    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
+
+    net = LIFTNet()
+    with torch.no_grad():
+        v = LIFTRecipe(LIFTRecipeConfig(stage="det", val_quads=8), val_set=quads).validate(net)
+    assert {"auc", "fpr95", "neg_dist", "ori_err_deg", "cls_acc", "iou"} <= set(v)
+    assert 0 <= v["auc"] <= 1 and 0 <= v["iou"] <= 1
+
+
+# --------------------------------------------------------------------------- authors' descriptor file
+def _theano_file(path, layers=(1, 5, 4, 7, 1, 5, 4, 7, 1, 5, 4)):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["layers"] = np.array(layers, np.float64)
+        for i, (o, c, k) in ((1, (32, 1, 7)), (5, (64, 32, 6)), (9, (128, 64, 5))):
+            f[f"l-{i}-weights"] = rng.normal(0, 0.1, (o, c, k, k)).astype(np.float32)
+            f[f"l-{i}-bias"] = rng.normal(0, 0.1, (o,)).astype(np.float32)
+        for i, k in ((3, 2), (7, 3), (11, 4)):
+            f[f"l-{i}-kw"] = np.array([k], np.float64)
+            f[f"l-{i}-kh"] = np.array([k], np.float64)
+        for i, c in ((4, 32), (8, 64)):
+            f[f"l-{i}-filter"] = (rng.uniform(0.5, 1, (5, 5)) / 25 / c).astype(np.float32)
+        f["patch-mean"] = np.array([110.0], np.float32)
+        f["patch-std"] = np.array([60.0], np.float32)
+
+
+def test_authors_descriptor_file_loads(tmp_path):
+    import h5py
+
+    path = tmp_path / "desc.h5"
+    _theano_file(path)
+    m = featmatch.load("lift", pretrained=False, descriptor_weights=str(path))
+    with h5py.File(path, "r") as f:
+        w1 = torch.from_numpy(f["l-1-weights"][()])
+        k4 = torch.from_numpy(f["l-4-filter"][()])
+    d = m.net.descriptor
+    assert torch.equal(d.conv1.weight, w1)  # flip_filters=False in the authors' code: no flip
+    assert torch.allclose(d.norm1.kernel, k4 / k4.sum()) and d.mean.item() == 110.0 and d.std.item() == 60.0
+    # the layer is a cross-correlation: check one output by hand
+    x = torch.rand(1, 1, 64, 64)
+    z = (x * 255 - 110.0) / 60.0
+    want = (z[0, 0, :7, :7] * w1[3, 0]).sum() + d.conv1.bias[3]
+    assert d.conv1(z)[0, 3, 0, 0].item() == pytest.approx(want.item(), abs=1e-4)
+    # a model loaded with weights keeps the authors' descriptor
+    state = {"net." + k: v for k, v in LIFTNet().state_dict().items()}
+    m.load_weights(state)
+    assert torch.equal(m.net.descriptor.conv1.weight, w1)
+
+
+def test_authors_descriptor_file_errors(tmp_path):
+    path = tmp_path / "bad.h5"
+    _theano_file(path, layers=(1, 5, 3))
+    with pytest.raises(WeightsError, match="layer codes"):
+        featmatch.load("lift", pretrained=False, descriptor_weights=str(path))
+    with pytest.raises(WeightsError, match="cannot read"):
+        featmatch.load("lift", pretrained=False, descriptor_weights=str(tmp_path / "missing.h5"))
+
+
+def test_orientation_regression_loss():
+    from featmatch.train.losses.lift import orientation_regression_loss
+
+    t = torch.tensor([0.0, 1.0, -3.0])
+    assert orientation_regression_loss(t, t).item() == pytest.approx(0.0, abs=1e-7)
+    assert orientation_regression_loss(t, t + math.pi).item() == pytest.approx(2.0)
+    assert orientation_regression_loss(torch.tensor([3.1]), torch.tensor([-3.1])).item() == pytest.approx(1 - math.cos(6.2 - 2 * math.pi), abs=1e-6)
