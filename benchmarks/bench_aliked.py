@@ -73,7 +73,7 @@ def build(args) -> dict:
         fm_opts = dict(top_k=-1, detection_threshold=0.2)
     else:
         ref_opts = dict(max_num_keypoints=args.top_k, detection_threshold=-1)
-        fm_opts = dict(top_k=args.top_k, detection_threshold=-1.0)
+        fm_opts = dict(top_k=args.top_k, detection_threshold=0.0)  # top-k mode (the reference spells it -1)
     fns = {}
     if "reference" in args.only:
         ref = RefALIKED(model_name=f"aliked-{args.variant}", nms_radius=2, **ref_opts).eval()

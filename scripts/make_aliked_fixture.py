@@ -35,7 +35,7 @@ CASES = (
     ("astronaut_n16rot", "astronaut", "n16rot", {}, {}, True),
     ("astronaut_n32", "astronaut", "n32", {}, {}, True),
     ("tum_n16", "tum", "n16", {}, {}, True),
-    ("tum_n16_topk100", "tum", "n16", {"top_k": 100, "detection_threshold": -1.0},
+    ("tum_n16_topk100", "tum", "n16", {"top_k": 100, "detection_threshold": 0.0},  # featmatch 0 = reference -1
      {"max_num_keypoints": 100, "detection_threshold": -1}, False),
     ("astronaut_n16_cap50", "astronaut", "n16", {"top_k": 50}, {"max_num_keypoints": 50}, False),
 )

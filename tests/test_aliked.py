@@ -14,6 +14,8 @@ import featmatch
 from featmatch import hub
 from featmatch.errors import FeatmatchError, UsageError, WeightsError
 from featmatch.models.aliked import ALIKED, detect_keypoints, iterative_nms, remap_official
+from featmatch.registry import weights_path
+from conftest import need_weights
 
 NAMES = ("aliked.t16", "aliked.n16", "aliked.n16rot", "aliked.n32")
 FIXTURE = Path(__file__).parent / "fixtures" / "aliked_parity.npz"
@@ -25,8 +27,7 @@ def _random_model(name: str = "aliked.t16", **overrides) -> ALIKED:
 
 
 def _pretrained(name: str, **overrides) -> ALIKED:
-    if hub.cached_path(name) is None:
-        pytest.skip(f"weights of {name} not cached (run: featmatch download {name})")
+    need_weights(name)
     return featmatch.load(name, **overrides)
 
 
@@ -96,7 +97,7 @@ def test_shapes_and_invariants(b, c, h, w):
 
 
 def test_top_k_respected_and_sorted():
-    model = _random_model("aliked.t16", top_k=7, detection_threshold=-1)
+    model = _random_model("aliked.t16", top_k=7, detection_threshold=0)
     f = model.extract(_texture(1, 64, 80)[0])
     assert len(f) == 7
     assert (f.keypoint_scores[:-1] >= f.keypoint_scores[1:] - 1e-3).all()
@@ -215,7 +216,7 @@ def test_remap_official_names():
 @pytest.mark.weights
 def test_official_weights_load_strictly_and_reject_other_variant():
     _pretrained("aliked.n16")
-    state = hub.read_state_dict(hub.cached_path("aliked.n16"))
+    state = hub.read_state_dict(weights_path("aliked.n16"))
     with pytest.raises(WeightsError):
         _random_model("aliked.t16").load_weights(state, source="aliked-n16.pth")
 
@@ -225,7 +226,10 @@ def test_parity_with_reference():
     data = _fixture()
     for case, variant, key, opts in zip(data["cases"], data["case_variants"], data["case_images"],
                                         data["case_options"]):
-        model = _pretrained(f"aliked.{variant}", **ast.literal_eval(str(opts)))
+        opts = ast.literal_eval(str(opts))
+        if opts.get("detection_threshold", 0) < 0:  # the reference's "-1: top-k mode" is featmatch's 0
+            opts["detection_threshold"] = 0.0
+        model = _pretrained(f"aliked.{variant}", **opts)
         f = model.extract(_fixture_image(data, str(key)))
         ref_kp, ref_sc = data[f"{case}.keypoints"], data[f"{case}.scores"]
         assert len(f) == len(ref_kp), case

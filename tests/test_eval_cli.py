@@ -91,3 +91,43 @@ def test_model_spec_missing_weight_file_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError, match="weight file not found for 'mine'"):
         load_models(["mine=xfeat@" + str(tmp_path / "nope.pt")])
+
+
+def test_max_pairs_is_an_even_spread():
+    """Issue 13, point 18: --max-pairs N samples every sequence, not the first N sorted pairs."""
+    from featmatch.eval.predict import spread
+
+    items = [f"{s}/{i}" for s in ("a", "b", "c") for i in range(5)]
+    picked = spread(items, 3)
+    assert picked == ["a/0", "b/2", "c/4"] and {p[0] for p in picked} == {"a", "b", "c"}
+    assert spread(items, 1) == ["b/2"] and spread(items, 100) == items and len(spread(items, 7)) == 7
+
+
+def test_eval_set_options_typed_and_targeted():
+    """Issue 13, point 18: eval --set KEY=VALUE for every model, LABEL:KEY=VALUE for one."""
+    import pytest
+
+    from featmatch.errors import UsageError
+    from featmatch.eval.predict import load_models, model_overrides
+
+    assert model_overrides("sift", options=["rootsift=true", "orb:top_k=5"]) == {"rootsift": True}
+    assert model_overrides("orb", options=["orb:top_k=5"], max_keypoints=None) == {"top_k": 5}
+    with pytest.raises(UsageError, match="option 'rootsift' must be true or false"):
+        model_overrides("sift", options=["rootsift=no"])
+    with pytest.raises(UsageError, match="unknown option 'rootsift' for ORBConfig"):
+        model_overrides("orb", options=["rootsift=true"])
+    with pytest.raises(UsageError, match="no model listed as 'xfeat'"):
+        load_models(["sift"], options=["xfeat:top_k=5"])
+    (m,) = load_models(["sift"], options=["rootsift=1", "matcher.ratio=0.7"])
+    assert m.model.config.rootsift is True and m.model.config.matcher.ratio == 0.7
+
+
+def test_eval_command_records_set(roots, tmp_path, capsys):
+    hp, _ = roots
+    code = main(["eval", "homography", "--models", "sift", "--data", str(hp), "--output", str(tmp_path),
+                 "--set", "top_k=300", "--max-pairs", "1", "--no-plot", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    rep = json.loads((tmp_path / "homography.json").read_text())
+    assert "--set top_k=300" in rep["command"]

@@ -96,14 +96,14 @@ def test_partial_run_resumes_and_bad_image_names_path(hp_root, tmp_path, monkeyp
     out = tmp_path / "out"
     calls = _count_predictions(monkeypatch)
     homography.run(["orb"], root, out, max_pairs=2, progress=False, plot=False)
-    assert len(calls) == 2
-    (root / "v_view" / "3.png").write_bytes(b"not a png")
-    with pytest.raises(ImageReadError, match=r"v_view/3.png"):
+    assert calls == ["i_light/1-2", "v_view/1-3"]  # --max-pairs: an even spread over the sequences
+    (root / "v_view" / "2.png").write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match=r"v_view/2.png"):
         homography.run(["orb"], root, out, progress=False, plot=False)
-    assert calls[2:] == ["v_view/1-2", "v_view/1-3"]  # v_view/1-2 was kept before the failure
-    shutil.copy(hp_root / "v_view" / "3.png", root / "v_view" / "3.png")
+    assert calls[2:] == ["i_light/1-3", "v_view/1-2"]  # i_light/1-3 was kept before the failure
+    shutil.copy(hp_root / "v_view" / "2.png", root / "v_view" / "2.png")
     rep = homography.run(["orb"], root, out, progress=False, plot=False)
-    assert calls[4:] == ["v_view/1-3"] and rep["num_pairs"] == 4
+    assert calls[4:] == ["v_view/1-2"] and rep["num_pairs"] == 4
 
 
 def test_corrupt_cache_is_rebuilt_and_unfinished_pairs_dropped(hp_root, tmp_path, monkeypatch):

@@ -160,7 +160,8 @@ def test_shipped_tiny_checkpoint_loads_offline_and_matches():
 
     card = featmatch.model_card("loftr.tiny")
     assert card.weights_origin == "featmatch" and card.weights.installed
-    path = hub.resolve("loftr.tiny")
+    path = hub.resolve(card.weights, name="loftr.tiny")
+    assert hub.origin(card.weights, path) == "package"
     assert hub.sha256sum(path) == card.weights.sha256
     model = featmatch.load("loftr.tiny")
     assert model.config.resize == 640 and model.config.subpixel == "lk"  # its inference defaults

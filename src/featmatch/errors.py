@@ -8,9 +8,17 @@ from __future__ import annotations
 
 
 class FeatmatchError(Exception):
-    """Base class: a one-line, user-facing problem (bad input, missing weights, ...)."""
+    """Base class: a one-line, user-facing problem (bad input, missing weights, ...).
+
+    ``cli``: the same message worded for the command line, where it differs (``--weights
+    PATH`` instead of ``weights=PATH``); the CLI prints it instead of the message.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args: object, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli = cli
 
 
 class UsageError(FeatmatchError, ValueError):

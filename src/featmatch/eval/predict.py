@@ -72,13 +72,28 @@ def _check_name(name: str) -> None:
     get_entry(name)
 
 
-def model_overrides(name: str, *, resize: Optional[int] = None, max_keypoints: Optional[int] = None) -> dict:
-    """Config overrides for the benchmark options; raises if the model lacks the field."""
-    from ..registry import make_config
+def model_overrides(name: str, *, resize: Optional[int] = None, max_keypoints: Optional[int] = None,
+                    options: Optional[Sequence[str]] = None, label: Optional[str] = None) -> dict:
+    """Config overrides for the benchmark options; raises if the model lacks the field.
+
+    ``options``: ``--set`` strings, ``KEY=VALUE`` for every model or ``LABEL:KEY=VALUE`` for
+    the model listed under LABEL (its name unless ``LABEL=NAME`` was used); parsed against
+    the model's config field types like ``featmatch match --set``.
+    """
+    from ..config import parse_assignments
+    from ..registry import get_entry, make_config
 
     cfg = make_config(name)
     fields = {f.name for f in dataclasses.fields(cfg)}
-    out: dict = {}
+    mine = []
+    for item in options or []:
+        head = item.split("=", 1)[0]
+        if ":" in head:
+            target, item = item.split(":", 1)
+            if target != (label or name):
+                continue
+        mine.append(item)
+    out: dict = parse_assignments(get_entry(name).config_cls, mine)
     if resize is not None:
         if resize < 32:
             raise UsageError(f"--resize must be at least 32 pixels, got {resize}")
@@ -91,11 +106,24 @@ def model_overrides(name: str, *, resize: Optional[int] = None, max_keypoints: O
         if "top_k" not in fields:
             raise UsageError(f"model '{name}' has no keypoint limit (top_k) for --max-keypoints")
         out["top_k"] = int(max_keypoints)
+    make_config(name, **out)  # types and keys checked before any work
     return out
 
 
+def spread(items: Sequence[Any], n: Optional[int]) -> list:
+    """At most ``n`` items evenly spread over ``items`` (order kept): ``--max-pairs`` takes
+    pairs from every sequence instead of the first N of the sorted list (one sequence)."""
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    if n < 1:
+        raise UsageError(f"--max-pairs must be positive, got {n}")
+    idx = sorted({int(round(i * (len(items) - 1) / max(n - 1, 1))) for i in range(n)}) if n > 1 else [len(items) // 2]
+    return [items[i] for i in idx]
+
+
 def load_models(names: Sequence[str], *, resize: Optional[int] = None, max_keypoints: Optional[int] = None,
-                device: Any = None) -> list[LoadedModel]:
+                device: Any = None, options: Optional[Sequence[str]] = None) -> list[LoadedModel]:
     """Validate every name and option first (usage errors before any work), then load."""
     from ..registry import load, make_config, model_card
 
@@ -106,7 +134,13 @@ def load_models(names: Sequence[str], *, resize: Optional[int] = None, max_keypo
         _check_name(n)
         if weights is not None and not Path(weights).is_file():
             raise UsageError(f"weight file not found for '{label}': {weights}")
-    overrides = {label: model_overrides(n, resize=resize, max_keypoints=max_keypoints) for label, n, _ in specs}
+    labels = {label for label, _, _ in specs}
+    for item in options or []:
+        head = item.split("=", 1)[0]
+        if ":" in head and head.split(":", 1)[0] not in labels:
+            raise UsageError(f"--set {item}: no model listed as '{head.split(':', 1)[0]}' (models: {', '.join(sorted(labels))})")
+    overrides = {label: model_overrides(n, resize=resize, max_keypoints=max_keypoints, options=options, label=label)
+                 for label, n, _ in specs}
     out = []
     for label, n, weights in specs:
         torch.manual_seed(0)
@@ -221,4 +255,4 @@ def predict_pairs(lm: LoadedModel, pairs: Sequence[Any], cache_dir: Any, *, over
     return out, path
 
 
-__all__ = ["LoadedModel", "parse_models", "load_models", "model_overrides", "predict_pairs", "progress_bar"]
+__all__ = ["LoadedModel", "parse_models", "load_models", "model_overrides", "predict_pairs", "progress_bar", "spread"]

@@ -13,6 +13,7 @@ points in the caller's pixels. Subclasses implement ``_extract`` / ``_match`` on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any, Optional
@@ -41,12 +42,13 @@ class Model(nn.Module):
 
     card: Any = None
     weights_path: Optional[str] = None
-    #: images smaller than this (either side, after resizing) give an empty result
+    #: images smaller than this (either side, before or after resizing) give an empty result
+    #: with a warning naming the image, its size and this limit
     min_image_side: int = 1
 
     def __init__(self, config: Any):
         super().__init__()
-        check_common_options(config)
+        check_common_options(config, type(self).min_image_side)
         self.config = config
 
     @property
@@ -80,7 +82,10 @@ class Model(nn.Module):
     def load_weights(self, state: dict, source: str = "state dict") -> None:
         """Remap then load strictly; raise a one-line :class:`WeightsError` on mismatch."""
         state = self.remap_state_dict(dict(state))
-        own = self.state_dict()
+        # sub-models (a learned matcher such as LightGlue) load their own weight file
+        separate = tuple(f"{n}." for n, m in self.named_children() if isinstance(m, Model))
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith(separate)} if separate \
+            else self.state_dict()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
@@ -88,7 +93,11 @@ class Model(nn.Module):
         for k, v in state.items():
             if tuple(v.shape) != tuple(own[k].shape):
                 raise WeightsError(f"weights {source}: '{k}' has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
-        self.load_state_dict(state, strict=True)
+        if not separate:
+            self.load_state_dict(state, strict=True)
+            return
+        res = self.load_state_dict(state, strict=False)  # key sets checked exactly above
+        assert not res.unexpected_keys and all(k.startswith(separate) for k in res.missing_keys)
 
     # -- input handling -------------------------------------------------------------
     def _prepare(self, image: ImageLike, name: str) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int],
@@ -115,11 +124,24 @@ class Model(nn.Module):
     def _too_small(self, x: torch.Tensor) -> bool:
         return min(x.shape[-2:]) < self.min_image_side
 
+    @property
+    def _label(self) -> str:
+        """The registered name (``loftr.tiny``) when loaded from the registry, else the class."""
+        return getattr(self.card, "name", None) or type(self).__name__
+
+    def _warn_too_small(self, name: str, size_wh: tuple[int, int], x: torch.Tensor, what: str) -> None:
+        """One warning, the same for every model: the caller's size, the size after resizing."""
+        h, w = x.shape[-2:]
+        resized = "" if (w, h) == tuple(size_wh) else f" (resized to {w}x{h})"
+        log.warning("%s: %dx%d px image%s is too small for %s (minimum side %d px); %s",
+                    name, size_wh[0], size_wh[1], resized, self._label, self.min_image_side, what)
+
 
 class Extractor(Model):
     """Sparse local features: ``extract(image) -> Features``; ``match`` via a matcher."""
 
-    matcher: Any = None
+    # ``self.matcher``: set by subclasses (a plain callable, or an nn.Module such as
+    # LightGlue, which is why there is no class-level default that would shadow it)
 
     def _extract(self, x: torch.Tensor) -> Features:
         """Shape: x ``(B, C, H, W)`` -> batched Features in x's pixels."""
@@ -133,21 +155,22 @@ class Extractor(Model):
                         torch.zeros(b, 0, dtype=torch.bool, device=dev))
 
     @torch.inference_mode()
-    def extract(self, image: ImageLike) -> Features:
+    def extract(self, image: ImageLike, *, name: str = "image") -> Features:
         """Detect and describe keypoints.
 
         Args:
-            image: path, numpy ``(H, W[, 3])`` or tensor ``([B, C,] H, W)``.
+            image: path, numpy ``(H, W[, 3])`` (RGB, not OpenCV's BGR) or tensor
+                ``([B, C,] H, W)``.
+            name: how warnings and errors name the image (``match`` uses image0/image1).
 
         Returns:
             :class:`Features` in the caller's pixels; unbatched for a single image, padded
             with a mask for a batch (``B > 1``).
         """
-        x, scale, size, _ = self._prepare(image, "image")
+        x, scale, size, original = self._prepare(image, name)
         b = x.shape[0]
-        if self._too_small(x):
-            log.warning("image of %dx%d px is too small for %s (min side %d); no keypoints",
-                        size[0], size[1], type(self).__name__, self.min_image_side)
+        if self._too_small(x) or self._too_small(original):  # also when resize would enlarge it
+            self._warn_too_small(name, size, x, "no keypoints")
             feats = self._empty_features(b, size)
         else:
             feats = self._extract(x)
@@ -158,11 +181,14 @@ class Extractor(Model):
             feats = Features(kp, feats.keypoint_scores, feats.descriptors,
                              torch.tensor([list(size)] * b), feats.mask,
                              extra.get("scales", feats.scales), feats.orientations)
+        if self.card is not None:  # lets a learned matcher refuse features of another extractor
+            feats = dataclasses.replace(feats, extractor=self.card.name.split("+")[0])
         return feats[0] if b == 1 else feats
 
     def match_features(self, features0: Features, features1: Features) -> Matches:
-        """Match two unbatched :class:`Features` with this model's matcher."""
-        if self.matcher is None:
+        """Match two unbatched :class:`Features` with this model's matcher (learned matchers
+        such as LightGlue also take padded batches and return a list of Matches)."""
+        if getattr(self, "matcher", None) is None:
             raise UsageError(f"{type(self).__name__} has no matcher configured")
         return self.matcher(features0, features1)
 
@@ -174,8 +200,8 @@ class Extractor(Model):
             ``indices0/indices1`` into the features, which are attached as
             ``features0/features1``.
         """
-        f0 = self.extract(image0)
-        f1 = self.extract(image1)
+        f0 = self.extract(image0, name="image0")
+        f1 = self.extract(image1, name="image1")
         if f0.is_batched or f1.is_batched:
             raise UsageError("match() takes one image per side; loop over a batch or use extract() + match_features()")
         return self.match_features(f0, f1)
@@ -191,25 +217,55 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_common_options(config: Any) -> None:
-    """Validate the options several models share, where ``config`` has them: ``resize``,
-    ``max_pixels``, ``top_k``, ``detection_threshold`` and the matcher's thresholds. Called
-    by :class:`Model` for every model, so a wrong value fails at ``load()`` with one line
-    instead of deep inside inference."""
+#: smallest ``resize`` (long side in pixels) any model accepts; smaller gives no features
+MIN_RESIZE = 32
+
+
+def check_common_options(config: Any, min_image_side: int = 1) -> None:
+    """Validate the ranges of the options several models share, where ``config`` has them:
+    ``resize``, ``max_pixels``, ``top_k``, ``detection_threshold`` and the matcher's
+    thresholds. Types are checked first (:func:`featmatch.config.check_types`, driven by
+    the dataclass field types). Called by :class:`Model` for every model, so a wrong value
+    fails at ``load()`` with one line instead of deep inside inference (or silently).
+
+    ``top_k = -1`` (no limit) is accepted where the config class says so with a
+    ``top_k_unlimited = -1`` class variable (ALIKED)."""
+    from ..config import check_types
+
+    check_types(config)
     r = getattr(config, "resize", None)
-    if r is not None and not (is_int(r) and r >= 1):
-        raise UsageError(f"resize must be a positive integer (long side in pixels) or None, got {r!r}")
-    if hasattr(config, "max_pixels") and not (is_int(config.max_pixels) and config.max_pixels >= 1):
-        raise UsageError(f"max_pixels must be a positive integer, got {config.max_pixels!r}")
-    if hasattr(config, "top_k") and not is_int(config.top_k):
-        raise UsageError(f"top_k must be an integer, got {config.top_k!r}")
-    if hasattr(config, "detection_threshold") and not is_number(config.detection_threshold):
-        raise UsageError(f"detection_threshold must be a number, got {config.detection_threshold!r}")
+    floor = max(MIN_RESIZE, min_image_side)
+    if r is not None and not (is_int(r) and r >= floor):
+        raise UsageError(f"resize must be an integer >= {floor} (long side in pixels) or None, got {r!r}")
+    if hasattr(config, "max_pixels") and not (is_int(config.max_pixels) and config.max_pixels >= MIN_RESIZE ** 2):
+        raise UsageError(f"max_pixels must be an integer >= {MIN_RESIZE ** 2} (32x32), got {config.max_pixels!r}")
+    if hasattr(config, "top_k"):
+        k = config.top_k
+        unlimited = getattr(type(config), "top_k_unlimited", None)
+        if not is_int(k) or (k < 1 and k != unlimited):
+            extra = f" (or {unlimited}: no limit)" if unlimited is not None else ""
+            raise UsageError(f"top_k must be an integer >= 1{extra}, got {k!r}")
+    if hasattr(config, "detection_threshold"):
+        t = config.detection_threshold
+        # a config whose scores are signed (LIFT's detector) sets the class attribute
+        # ``detection_threshold_signed = True``: any number is then a threshold
+        if getattr(type(config), "detection_threshold_signed", False):
+            if not is_number(t):
+                raise UsageError(f"detection_threshold must be a number, got {t!r}")
+        elif not (is_number(t) and t >= 0):
+            raise UsageError(f"detection_threshold must be a number >= 0 (0 keeps every local maximum), got {t!r}")
     m = getattr(config, "matcher", None)
     for key in ("min_score", "max_distance", "ratio"):
         v = getattr(m, key, None)
         if v is not None and not is_number(v):
             raise UsageError(f"matcher.{key} must be a number or None, got {v!r}")
+    ms, md, ra = (getattr(m, k, None) for k in ("min_score", "max_distance", "ratio"))
+    if ms is not None and not -1.0 <= ms <= 1.0:
+        raise UsageError(f"matcher.min_score is a cosine similarity in [-1, 1] (or None), got {ms!r}")
+    if md is not None and md < 0:
+        raise UsageError(f"matcher.max_distance must be >= 0 (or None), got {md!r}")
+    if ra is not None and not 0.0 < ra <= 1.0:
+        raise UsageError(f"matcher.ratio (Lowe's ratio test) must be in (0, 1] (or None), got {ra!r}")
 
 
 SUBPIXEL_MODES = ("lk", "none")
@@ -259,6 +315,12 @@ class DenseMatcher(Model):
         """Shape: x0, x1 ``(B, C, H, W)``; returns B unbatched Matches in their pixels."""
         raise NotImplementedError
 
+    def extract(self, image: ImageLike, **kwargs: Any) -> Features:
+        """Dense matchers have no per-image features: one line saying what to use instead."""
+        raise UsageError(f"{self._label} is a dense matcher and has no extract(): match image pairs with "
+                         f"model.match(image0, image1) or featmatch.match_pair(...), or a collection with the "
+                         f"pipeline (featmatch pairs / match); for keypoints use a sparse model (featmatch list)")
+
     @torch.inference_mode()
     def match(self, image0: ImageLike, image1: ImageLike):
         """Match an image pair (or a batch of pairs).
@@ -266,12 +328,15 @@ class DenseMatcher(Model):
         Returns:
             :class:`Matches` in the caller's pixels (a list of them for ``B > 1``).
         """
-        x0, s0, _, orig0 = self._prepare(image0, "image0")
-        x1, s1, _, orig1 = self._prepare(image1, "image1")
+        x0, s0, size0, orig0 = self._prepare(image0, "image0")
+        x1, s1, size1, orig1 = self._prepare(image1, "image1")
         if x0.shape[0] != x1.shape[0]:
             raise UsageError(f"image0 and image1 batches differ: {x0.shape[0]} vs {x1.shape[0]}")
-        if self._too_small(x0) or self._too_small(x1):
-            log.warning("image too small for %s (min side %d); no matches", type(self).__name__, self.min_image_side)
+        small = [(n, size, x) for n, size, x, o in (("image0", size0, x0, orig0), ("image1", size1, x1, orig1))
+                 if self._too_small(x) or self._too_small(o)]
+        if small:
+            for n, size, x in small:
+                self._warn_too_small(n, size, x, "no matches")
             out = [Matches.empty(self.device) for _ in range(x0.shape[0])]
         else:
             out = self._match(x0, x1)

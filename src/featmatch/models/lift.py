@@ -347,7 +347,10 @@ def _lift_matcher() -> MNNConfig:
 class LIFTConfig:
     """Options of the LIFT runtime pipeline (paper section 3.6, numbers of the authors' code)."""
 
-    top_k: int = 1000  # keep the best k keypoints (by detector score); <= 0: all
+    top_k_unlimited = 0  # class attributes (not options) read by the shared option checks
+    detection_threshold_signed = True
+
+    top_k: int = 1000  # keep the best k keypoints (by detector score); 0: all
     scales_per_octave: int = 5  # detector pyramid: 2^(1/5) between levels
     min_log2_scale: Optional[float] = None  # smallest sigma = 2^this; None: 0 if min side <= 1600 else 1
     max_log2_scale: float = 4.0  # largest sigma = 2^this (16)
@@ -355,7 +358,7 @@ class LIFTConfig:
     scale_nms_levels: int = 2  # a keypoint must beat this many levels above and below
     refine: bool = True  # sub-pixel / sub-scale refinement (quadratic fit, edge test)
     edge_threshold: float = 10.0  # edge test tr^2/det < (e+1)^2/e (with refine)
-    detection_threshold: float = -1e9  # minimum detector score
+    detection_threshold: float = -1e9  # minimum detector score (signed: the detector's scores can be negative)
     batch_size: int = 512  # patches per ORI / DESC batch
     # bfloat16 autocast for the networks at inference (~1e-2 relative error, 2-4x faster
     # convolutions on CPUs with native bf16); None: on when the CPU has it (oneDNN bf16)

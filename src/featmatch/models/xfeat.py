@@ -204,6 +204,8 @@ class XFeat(Extractor):
         k = config.nms_kernel
         if not (is_int(k) and k >= 1 and k % 2 == 1):
             raise UsageError(f"nms_kernel must be an odd integer >= 1 (window in pixels), got {k!r}")
+        if config.detection_threshold >= 1:  # the heatmap is a softmax probability, always < 1
+            raise UsageError(f"detection_threshold must be below 1 (heatmap probabilities), got {config.detection_threshold!r}")
         self.net = XFeatNet()
         self.matcher = MutualNN(config.matcher)
 
@@ -312,8 +314,8 @@ class XFeatStar(DenseMatcher):
         if not (len(c.scale_shares) == 2 and all(is_number(v) and v >= 0 for v in c.scale_shares)
                 and sum(c.scale_shares) > 0):
             raise UsageError(f"scale_shares must be two numbers >= 0 with a positive sum, got {c.scale_shares!r}")
-        if not is_number(c.fine_conf):
-            raise UsageError(f"fine_conf must be a number, got {c.fine_conf!r}")
+        if not (is_number(c.fine_conf) and 0 <= c.fine_conf < 1):  # a softmax probability: >= 1 keeps nothing
+            raise UsageError(f"fine_conf must be a number in [0, 1) (refinement confidence), got {c.fine_conf!r}")
         if not (is_number(c.refine_temperature) and c.refine_temperature > 0):
             raise UsageError(f"refine_temperature must be > 0, got {c.refine_temperature!r}")
         self.net = XFeatNet()

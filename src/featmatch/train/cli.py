@@ -35,7 +35,9 @@ class MixedPairs(torch.utils.data.Dataset):
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", choices=("xfeat", "loftr", "lift"), help="what to train (loftr: the loftr.tiny preset)")
+    p.add_argument("method", choices=("xfeat", "loftr", "drcnet", "lift"),
+                   help="what to train (loftr: the loftr.tiny preset; drcnet: a light preset, see --backbone; "
+                        "lift: one stage, see --stage)")
     p.add_argument("--images", required=True, help="folder of photos for synthetic homography pairs "
                    "(lift: or a patch set .npz)")
     p.add_argument("--pairs", default=None, help="depth-pairs root (pairs.json with depth, K, T_0to1) mixed in at 60%%")
@@ -50,6 +52,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--size", default="320x256", help="training image size WxH (multiples of 32)")
     p.add_argument("--teacher", default="aliked.t16", help="xfeat: keypoint teacher, a featmatch model name or 'fast'")
+    p.add_argument("--backbone", default="xfeat", help="drcnet: frozen official backbone (xfeat or aliked-t16)")
     p.add_argument("--coarse-loss", choices=("focal", "nll"), default="focal", help="loftr: coarse loss")
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=250)
@@ -66,6 +69,17 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                         "mma@3; otherwise none)")
     p.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes with --init official)")
+    # corpus data and CPU speed (docs/training.md, "Training on a photo corpus")
+    p.add_argument("--val-split", default="0.1",
+                   help="share of the photos held out for validation, by file, seeded by --split-seed "
+                        "(written to RUN/split.json, reused on --resume); 'tenth': every tenth file (older runs)")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--val-pairs", type=int, default=24, help="held-out synthetic pairs per validation")
+    p.add_argument("--rotation", type=float, default=25.0, help="in-plane rotation augmentation, +/- degrees (<= 180)")
+    p.add_argument("--jpeg", type=float, default=0.0, help="probability of JPEG re-encoding per image (quality 30-95)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the training process (default: torch's)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for the network")
+    p.add_argument("--log-every", type=int, default=10, help="log period in steps")
     from .recipes.lift import add_arguments as add_lift_arguments
 
     add_lift_arguments(p)
@@ -83,18 +97,33 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     """Training pairs (synthetic, optionally mixed with depth pairs) and held-out synthetic
-    pairs from every 10th photo."""
-    from ..data import SyntheticConfig, SyntheticPairs, list_images
+    pairs from a fixed split of the photos by file (RUN/split.json, reused on --resume)."""
+    from ..data import SyntheticConfig, SyntheticPairs, list_images, read_split, split_files, write_split
     from ..data.depth_pairs import DepthPairs
+    from ..data.split import SPLIT_FILE, parse_val_split
 
-    files = list_images(args.images)
-    val_files = files[::10] if len(files) >= 10 else files
-    train_files = [f for f in files if f not in val_files] or files
-    train = SyntheticPairs(train_files, SyntheticConfig(size=size, seed=args.seed))
-    val = SyntheticPairs(val_files, SyntheticConfig(size=size, seed=args.seed + 1_000_003))
+    rule = parse_val_split(args.val_split)
+    if not 0 <= args.rotation <= 180:
+        raise UsageError(f"--rotation must be in [0, 180] degrees, got {args.rotation}")
+    if not 0 <= args.jpeg <= 1:
+        raise UsageError(f"--jpeg is a probability in [0, 1], got {args.jpeg}")
+    if args.val_pairs < 1:
+        raise UsageError(f"--val-pairs must be at least 1, got {args.val_pairs}")
+    root = Path(args.images)
+    split_path = Path(args.out) / SPLIT_FILE
+    if args.resume and split_path.exists():
+        list_images(root)  # the folder must still be there
+        train_files, val_files = read_split(split_path, root)
+    else:
+        train_files, val_files = split_files(list_images(root), root, rule, args.split_seed)
+        write_split(split_path, root, train_files, val_files, rule, args.split_seed)
+    aug = {"max_rotation_deg": float(args.rotation), "jpeg_prob": float(args.jpeg)}
+    train = SyntheticPairs(train_files, SyntheticConfig(size=size, seed=args.seed, **aug))
+    val = SyntheticPairs(val_files, SyntheticConfig(size=size, seed=args.seed + 1_000_003, **aug))
     if args.pairs:
         train = MixedPairs(train, DepthPairs(args.pairs, size=size), args.batch_size, seed=args.seed)
-    meta = {"images": str(Path(args.images).name), "train_images": len(train_files), "val_images": len(val_files),
+    meta = {"images": str(root.name), "train_images": len(train_files), "val_images": len(val_files),
+            "val_split": rule, "split_seed": args.split_seed, "rotation": float(args.rotation), "jpeg": float(args.jpeg),
             "size": list(size), "init": args.init, "pairs": bool(args.pairs)}
     return train, val, meta
 
@@ -108,8 +137,9 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
     keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                        grad_clip=args.grad_clip, val_every=args.val_every, ckpt_every=args.ckpt_every,
+                       log_every=max(1, args.log_every),
                        num_workers=args.workers, device=args.device, amp=args.amp, seed=args.seed,
-                       freeze_bn=freeze_bn)
+                       freeze_bn=freeze_bn, channels_last=args.channels_last)
 
 
 def build_loftr_run(args: argparse.Namespace):
@@ -126,7 +156,7 @@ def build_loftr_run(args: argparse.Namespace):
     # the loftr.tiny architecture (TINY) without its inference defaults (TINY_INFERENCE):
     # validation matches the training-size images as they are
     net = LoFTR(LoFTRConfig(**TINY))
-    recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss), val_set=val)
+    recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss, val_pairs=args.val_pairs), val_set=val)
     meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
     return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
 
@@ -142,8 +172,10 @@ def build_xfeat_run(args: argparse.Namespace):
     net = XFeatNet()
     if args.init == "official" and not args.resume:
         from .. import hub
+        from ..registry import model_card, weights_path
 
-        state = hub.read_state_dict(hub.resolve("xfeat"))
+        path = weights_path("xfeat")
+        state = hub.read_state_dict(path, origin=hub.origin(model_card("xfeat").weights, path), name="xfeat")
         from ..models.xfeat import remap_official
 
         net.load_state_dict(remap_official(state), strict=True)
@@ -153,7 +185,8 @@ def build_xfeat_run(args: argparse.Namespace):
         from ..eval.data import pose_pairs
 
         val_pose = pose_pairs(args.val_pose)
-    recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher), val_set=val, val_pose=val_pose)
+    recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher, val_pairs=args.val_pairs), val_set=val,
+                         val_pose=val_pose)
     meta.update({"method": "xfeat", "teacher": args.teacher, "val_pose": bool(args.val_pose)})
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
 
@@ -164,7 +197,16 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
-    if args.method == "lift":
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.method == "drcnet":
+        from .recipes.drcnet import build_drcnet_run
+
+        args.size_wh = _parse_size(args.size)
+        trainer = build_drcnet_run(args, _datasets(args, args.size_wh), _train_config(args, True))
+    elif args.method == "lift":
         from .recipes.lift import build_run as build_lift_run
 
         trainer = build_lift_run(args)

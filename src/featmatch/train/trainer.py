@@ -1,6 +1,11 @@
 """A small, reproducible trainer shared by every recipe.
 
-* AdamW, linear warm-up then cosine decay, gradient clipping, optional AMP.
+* AdamW, linear warm-up then cosine decay, gradient clipping, optional AMP (bfloat16 on
+  CPU, float16 on CUDA; float32 weights and optimizer state). A recipe with
+  ``amp_scope = "model"`` gets only the network's forward under autocast, with float32
+  outputs, so its ground truth, teachers and losses stay float32 (see
+  :class:`AutocastModel`); otherwise (``"loss"``, the default) the whole ``recipe.loss``
+  runs under autocast. Optional channels-last.
 * Data order is a pure function of the step: sample indices ``step * batch + k`` (times the
   world size under DDP) go to datasets whose items are functions of their index, so a
   resumed run sees exactly the data an uninterrupted one would.
@@ -62,6 +67,7 @@ class TrainConfig:
     # metric of recipe.validate() (higher is better); None: off. Guards fine-tuning against
     # making a good starting point worse.
     keep_best: Optional[str] = None
+    channels_last: bool = False  # channels-last memory format for the network and its 4-D inputs
 
 
 class Recipe(Protocol):
@@ -70,6 +76,55 @@ class Recipe(Protocol):
     def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]: ...
 
     def validate(self, model: torch.nn.Module) -> dict: ...
+
+
+def _to_float32(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() and x.dtype != torch.float64 else x
+    if isinstance(x, dict):
+        return {k: _to_float32(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float32(v) for v in x)
+    return x
+
+
+class AutocastModel:
+    """The training network seen by a recipe: calls run under autocast (if ``enabled``) with
+    4-D float inputs in channels-last (if ``channels_last``), and floating outputs are
+    returned as float32, so everything the recipe computes from them (ground truth, losses)
+    is float32. ``module`` is the underlying network (as for ``DistributedDataParallel``)."""
+
+    def __init__(self, inner: torch.nn.Module, base: torch.nn.Module, device_type: str, enabled: bool,
+                 channels_last: bool = False):
+        self.inner, self.module, self.device_type = inner, base, device_type
+        self.enabled, self.channels_last = enabled, channels_last
+        self.dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
+
+    def _prep(self, x):
+        if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point():
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, *args, **kwargs):
+        args = tuple(self._prep(a) for a in args)
+        kwargs = {k: self._prep(v) for k, v in kwargs.items()}
+        if not self.enabled:  # no autocast context: an enclosing one (amp_scope "loss") stays in force
+            return self.inner(*args, **kwargs)
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.inner(*args, **kwargs)
+        return _to_float32(out)
+
+    def train(self, mode: bool = True):
+        self.inner.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __getattr__(self, name):  # parameters(), config, ... of the network
+        if name in ("inner", "module"):
+            raise AttributeError(name)
+        return getattr(self.module, name)
 
 
 class StepSampler(Sampler):
@@ -146,11 +201,18 @@ class Trainer:
         else:
             self.device = torch.device("cpu")
         self.model = model.to(self.device)
-        self.train_model: torch.nn.Module = self.model
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        inner: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.train_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            inner = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.amp_scope = getattr(recipe, "amp_scope", "loss")
+        if self.amp_scope not in ("loss", "model"):
+            raise FeatmatchError(f"recipe {recipe.name}: amp_scope must be 'loss' or 'model', got '{self.amp_scope}'")
+        self.train_model = AutocastModel(inner, self.model, self.device.type, config.amp and self.amp_scope == "model",
+                                         config.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, config))
         amp_cuda = config.amp and self.device.type == "cuda"
@@ -262,8 +324,10 @@ class Trainer:
                               offset=self.rank, batch_size=cfg.batch_size)
         # own generator: creating the loader's iterator must not draw from the global RNG,
         # which recipes may use (a resumed run would otherwise be shifted by one draw)
+        from ..data.synthetic import worker_init
+
         loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                            persistent_workers=False, drop_last=True,
+                            persistent_workers=False, drop_last=True, worker_init_fn=worker_init,
                             generator=torch.Generator().manual_seed(cfg.seed * 7919 + self.step))
         bar = None
         if self.rank == 0:
@@ -278,9 +342,10 @@ class Trainer:
         val: dict = {}
         t_last = time.perf_counter()
         amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        amp_loss = cfg.amp and self.amp_scope == "loss"  # else autocast is inside self.train_model
         for batch in loader:
             batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=cfg.amp):
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_loss):
                 loss, logs = self.recipe.loss(self.train_model, batch)
             self.opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):

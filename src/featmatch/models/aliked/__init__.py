@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -64,8 +64,11 @@ class ALIKEDConfig:
     ``resize`` is set or they exceed ``max_pixels``.
     """
 
-    top_k: int = -1  # at most this many keypoints, best first; <= 0: up to 20,000 (reference default -1)
-    detection_threshold: float = 0.2  # score-map threshold; <= 0 with top_k > 0: plain top-k mode
+    #: top_k value meaning "no limit" (checked by models.base.check_common_options)
+    top_k_unlimited: ClassVar[int] = -1
+
+    top_k: int = -1  # at most this many keypoints, best first; -1: up to 20,000 (reference default)
+    detection_threshold: float = 0.2  # score-map threshold; 0 with top_k > 0: plain top-k mode
     nms_radius: int = 2  # NMS radius; also the soft-argmax window radius and the border skipped
     resize: Optional[int] = None  # resize so the long side is this many pixels (reference extract(): 1024)
     max_pixels: int = MAX_PIXELS  # larger images are downscaled with a warning (~1 KB/pixel of RAM)

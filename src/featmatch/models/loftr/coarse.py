@@ -71,7 +71,7 @@ def dual_softmax(sim: torch.Tensor, temperature: float, mask0: Optional[torch.Te
     Shape: sim ``(N, L, S)``, masks ``(N, L)``/``(N, S)`` bool -> ``(N, L, S)`` in [0, 1]
     (and the ``(N, L, S)`` log-confidence).
     """
-    logits = sim / temperature
+    logits = sim.float() / temperature  # float32 softmax also under autocast (a no-op in float32)
     valid = _pair_mask(mask0, mask1)
     if valid is not None:
         logits = logits.masked_fill(~valid, MASKED_LOGIT)

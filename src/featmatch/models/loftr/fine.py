@@ -93,11 +93,15 @@ def expectation_and_std(win0: torch.Tensor, win1: torch.Tensor) -> tuple[torch.T
     m, ww, c = win1.shape
     w = int(round(ww ** 0.5))
     centre = win0[:, ww // 2]
-    heat = torch.softmax(torch.einsum("mc,mrc->mr", centre, win1) / c ** 0.5, dim=1)
-    lin = torch.linspace(-1.0, 1.0, w, device=win1.device, dtype=heat.dtype)
-    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)  # (w*w, 2), row-major
-    mean = heat @ grid
-    var = heat @ (grid ** 2) - mean ** 2
-    std = var.clamp_min(1e-10).sqrt().sum(-1)
+    logits = torch.einsum("mc,mrc->mr", centre, win1)
+    # softmax and moments in float32 even under autocast (a bfloat16 variance E[x^2] - E[x]^2
+    # cancels to noise); a no-op in float32
+    with torch.autocast(win1.device.type, enabled=False):
+        heat = torch.softmax(logits.float() / c ** 0.5, dim=1)
+        lin = torch.linspace(-1.0, 1.0, w, device=win1.device, dtype=heat.dtype)
+        gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)  # (w*w, 2), row-major
+        mean = heat @ grid
+        var = heat @ (grid ** 2) - mean ** 2
+        std = var.clamp_min(1e-10).sqrt().sum(-1)
     return mean, std

@@ -113,6 +113,8 @@ def _validate(c: LoFTRConfig) -> None:
         bad(f"block_dims {c.block_dims} must be divisible by the heads ({c.coarse_heads} coarse, {c.fine_heads} fine)")
     if c.block_dims[2] % 4:
         bad(f"coarse width block_dims[2]={c.block_dims[2]} must be divisible by 4 (positional encoding)")
+    if not 0 <= c.threshold < 1:  # a match probability: >= 1 keeps nothing, < 0 is the same as 0
+        bad(f"threshold must be in [0, 1) (coarse match confidence), got {c.threshold}")
     if c.temperature <= 0:
         bad(f"temperature must be positive, got {c.temperature}")
     if c.border < 0 or c.sinkhorn_iters < 1:

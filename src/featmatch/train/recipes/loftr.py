@@ -79,6 +79,8 @@ class LoFTRRecipe:
     """Loss of a batch of pairs (synthetic homography or depth pairs) and validation."""
 
     name = "loftr"
+    # --amp: only the network forward under autocast (float32 ground truth, teacher, losses)
+    amp_scope = "model"
 
     def __init__(self, config: LoFTRRecipeConfig = LoFTRRecipeConfig(), val_set=None):
         if config.coarse_loss not in ("focal", "nll"):

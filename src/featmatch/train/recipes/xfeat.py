@@ -122,6 +122,8 @@ class XFeatRecipe:
     """Loss of a batch of pairs (synthetic homography or depth pairs) and validation."""
 
     name = "xfeat"
+    # --amp: only the network forward under autocast (float32 ground truth, teacher, losses)
+    amp_scope = "model"
 
     def __init__(self, config: XFeatRecipeConfig = XFeatRecipeConfig(), val_set=None, teacher=None,
                  val_pose=None):
