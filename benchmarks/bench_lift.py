@@ -17,9 +17,10 @@ they see the same machine load):
 * ``total``: ``model.extract`` (includes grey conversion and the Features bookkeeping).
 
 Variants: ``bf16=False`` (float32) and ``bf16=True`` (bfloat16 autocast for the three
-networks; the default on CPUs with native bf16). Reported: median
-wall-clock ms per image over the repeats and the process CPU time per image; the 1-minute
-load average before and after (a busy machine inflates wall-clock times).
+networks; the default on CPUs with native bf16). Reported per stage: median wall-clock ms
+per image over the repeats and the process CPU ms (with one thread, the work done, little
+affected by other processes; with two it also counts OpenMP spinning); the 1-minute load
+average before and after (a busy machine inflates wall-clock times).
 """
 
 from __future__ import annotations
@@ -41,31 +42,31 @@ from featmatch.models.lift import scale_space_nms  # noqa: E402,F401
 
 
 def stages(model, x: torch.Tensor) -> dict:
-    """Wall-clock seconds of each stage for one image ``(1, 3, H, W)``."""
-    t = {}
-    g = x.mean(1, keepdim=True)
-    gn = model.net.detector.normalize(g)
-    s = time.perf_counter()
-    model.score_pyramid(gn)
-    t["pyramid+DET"] = time.perf_counter() - s
-    s = time.perf_counter()
-    xy, sigma, _ = model.detect(gn)
-    t["NMS+refine"] = max(time.perf_counter() - s - t["pyramid+DET"], 0.0)
+    """Wall-clock and process CPU seconds of each stage for one image ``(1, 3, H, W)``."""
     import math
 
+    t: dict = {}
+
+    def timed(name, fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        t[name] = time.perf_counter() - w
+        t[name + "_cpu"] = time.process_time() - c
+        return out
+
+    g = x.mean(1, keepdim=True)
+    gn = model.net.detector.normalize(g)
+    timed("pyramid+DET", lambda: model.score_pyramid(gn))
+    xy, sigma, _ = timed("detect", lambda: model.detect(gn))
+    for k in ("", "_cpu"):
+        t["NMS+refine" + k] = max(t["detect" + k] - t["pyramid+DET" + k], 0.0)
     octaves = int(math.floor(math.log2(max(float(sigma.max()) * 24 / 128, 1.0)))) + 1 if len(sigma) else 1
     pyr = model.image_pyramid(g, octaves)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.use_bf16(x.device)):
-        s = time.perf_counter()
-        ang = model.net.orientation(model.sample_patches(pyr, xy, sigma)).float() if len(xy) else None
-        t["ORI"] = time.perf_counter() - s
-        s = time.perf_counter()
-        if len(xy):
-            model.net.descriptor(model.sample_patches(pyr, xy, sigma, ang))
-        t["DESC"] = time.perf_counter() - s
-    s = time.perf_counter()
-    f = model.extract(x)
-    t["total"] = time.perf_counter() - s
+        ang = timed("ORI", lambda: model.net.orientation(model.sample_patches(pyr, xy, sigma)).float()
+                    if len(xy) else None)
+        timed("DESC", lambda: model.net.descriptor(model.sample_patches(pyr, xy, sigma, ang)) if len(xy) else None)
+    f = timed("total", lambda: model.extract(x))
     t["keypoints"] = len(f)
     return t
 
@@ -110,14 +111,14 @@ def main() -> int:
                     sift_t.append(time.perf_counter() - s)
         print(f"\n{th} thread(s), 640x480, {args.n_images} images x {args.repeat} repeats (median ms per image)")
         keys = ["pyramid+DET", "NMS+refine", "ORI", "DESC", "total"]
-        print("| variant | " + " | ".join(keys) + " | keypoints | CPU s (all stages + extract) |")
-        print("|---" * (len(keys) + 3) + "|")
+        print("| variant | " + " | ".join(f"{k} wall / CPU" for k in keys) + " | keypoints |")
+        print("|---" * (len(keys) + 2) + "|")
         for name in variants:
             med = {k: statistics.median(t[k] for t in rows[name]) * 1000 for k in keys}
+            mcpu = {k: statistics.median(t[k + "_cpu"] for t in rows[name]) * 1000 for k in keys}
             kp = statistics.median(t["keypoints"] for t in rows[name])
-            print(f"| {name} | " + " | ".join(f"{med[k]:.0f}" for k in keys) +
-                  f" | {kp:.0f} | {statistics.median(cpu[name]):.2f} |")
-        print(f"| OpenCV SIFT (featmatch `sift`) | | | | | {statistics.median(sift_t) * 1000:.0f} | | |")
+            print(f"| {name} | " + " | ".join(f"{med[k]:.0f} / {mcpu[k]:.0f}" for k in keys) + f" | {kp:.0f} |")
+        print(f"| OpenCV SIFT (featmatch `sift`) | | | | | {statistics.median(sift_t) * 1000:.0f} | |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -358,3 +358,26 @@ def test_orientation_regression_loss():
     assert orientation_regression_loss(t, t).item() == pytest.approx(0.0, abs=1e-7)
     assert orientation_regression_loss(t, t + math.pi).item() == pytest.approx(2.0)
     assert orientation_regression_loss(torch.tensor([3.1]), torch.tensor([-3.1])).item() == pytest.approx(1 - math.cos(6.2 - 2 * math.pi), abs=1e-6)
+
+
+def test_trained_orientation_is_equivariant_on_rotated_patches():
+    """The shipped ORI (inside the package) + Rot: rotating a patch by 90 degrees rotates the
+    estimated orientation by the same angle, and the rotated crops then agree."""
+    import cv2
+
+    model = featmatch.load("lift", bf16=False)
+    img = cv2.GaussianBlur(textured(400, 400, seed=21, channels=1).astype(np.float32) / 255, (0, 0), 1.5)
+    patches = torch.stack([torch.from_numpy(img[y:y + 128, x:x + 128].copy())
+                           for y in (20, 140, 260) for x in (20, 140, 260)])[:, None]
+    rotated = torch.rot90(patches, 1, dims=(-2, -1))  # -90 deg in (x right, y down)
+    zero = torch.zeros(len(patches), 2)
+    with torch.no_grad():
+        t0 = model.net.orientation(crop_patch(patches, zero))
+        t1 = model.net.orientation(crop_patch(rotated, zero))
+    err = torch.remainder(t1 - t0 + math.pi / 2 + math.pi, 2 * math.pi) - math.pi
+    assert err.abs().median() < math.radians(20), err
+    with torch.no_grad():
+        a = crop_patch(patches, zero, t0)
+        b = crop_patch(rotated, zero, t1)
+        rnd = crop_patch(rotated, zero, t1 + 1.0)
+    assert (a - b).abs().mean() < 0.75 * (a - rnd).abs().mean()

@@ -638,7 +638,10 @@ register(
         summary="LIFT: learned detector (scale-space pyramid + NMS), orientation and 128-d descriptor; MNN (L2)",
         paper=_PAPER, code_license="Apache-2.0", weights=LIFT_WEIGHTS, weights_origin="featmatch",
         input="RGB or grey float [0, 1], any size (converted to grey)",
-        notes="trained by featmatch (docs/lift.md); descriptor_weights=PATH loads the authors' Theano descriptor",
+        notes=("trained by featmatch on CPU (~45 min, one shared thread) on 24,000 quadruplets from synthetic warps "
+               "of 2,245 photos: DESC 700 x 32 pairs (held-out AUC 0.984, FPR95 0.072; the authors' DESC: 0.9987 / "
+               "0.001), ORI 400 x 32 (orientation error 11.5 deg), DET 300 x 16 (did not learn); numbers and the "
+               "homography evaluation: docs/lift.md. descriptor_weights=PATH loads the authors' Theano descriptor"),
         missing_weights="featmatch's LIFT checkpoint (weights/lift.pt) is not installed; pass weights=PATH "
                         "(a `featmatch train lift` run's model.pt) or pretrained=False"),
     config_cls=LIFTConfig, build=LIFT,
