@@ -171,8 +171,18 @@ def test_workers_give_the_same_batches_as_the_main_process(tree):
 
     ds = SyntheticPairs(tree, SyntheticConfig(size=(64, 48), seed=4, max_rotation_deg=180.0, jpeg_prob=0.7))
     ref = list(torch.utils.data.DataLoader(ds, batch_size=3, sampler=range(9), num_workers=0))
-    par = list(torch.utils.data.DataLoader(ds, batch_size=3, sampler=range(9), num_workers=2,
-                                           worker_init_fn=worker_init))
+    # the parent's OpenCV thread pool is running (as after `--threads 2`): forked workers used
+    # to deadlock in worker_init's cv2.setNumThreads; timeout turns a hang into a failure
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        cv2.GaussianBlur(np.random.rand(1500, 1500).astype(np.float32), (0, 0), 3)
+        par = list(torch.utils.data.DataLoader(ds, batch_size=3, sampler=range(9), num_workers=2,
+                                               worker_init_fn=worker_init, timeout=60))
+    finally:
+        cv2.setNumThreads(before)
     for a, b in zip(ref, par):
         assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -133,11 +133,12 @@ def photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig)
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV and one torch thread per worker (the workers
-    are the parallelism; more threads only compete with the training step for the cores)."""
-    import cv2
+    """DataLoader ``worker_init_fn``: one torch thread per worker (the workers are the
+    parallelism; more threads only compete with the training step for the cores).
 
-    cv2.setNumThreads(1)
+    OpenCV's thread count is deliberately not touched here: ``cv2.setNumThreads`` in a forked
+    worker deadlocks once the parent process has used OpenCV's thread pool (it waits for the
+    parent's pool threads, which do not exist in the child). OpenCV calls in the workers work."""
     torch.set_num_threads(1)
 
 
