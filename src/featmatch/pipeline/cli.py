@@ -8,10 +8,8 @@ given ``--pairs`` (see :func:`add_match_options`).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
 
 from ..cli import _overrides, model_overrides, register_command
 from ..errors import UsageError

@@ -10,6 +10,7 @@ needs a file system shared by its nodes (the output folder), and the driver merg
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..errors import FeatmatchError, UsageError
@@ -17,6 +18,37 @@ from ..errors import FeatmatchError, UsageError
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+
+
+@dataclass
+class ModelJob:
+    """A shard job that builds its featmatch model on first use. Picklable for Ray: the built
+    model is never sent (``__getstate__`` drops it); each worker loads its own."""
+
+    model: str
+    overrides: dict
+    weights: Optional[str]
+    device: Optional[str]
+    images: str
+    out: str
+    attrs: dict
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_net", None)
+        return state
+
+    def check_model(self) -> None:
+        """Refuse a model this job cannot use (before building it); nothing by default."""
+
+    def load(self) -> Any:
+        net = self.__dict__.get("_net")
+        if net is None:
+            self.check_model()
+            from ..registry import load
+
+            net = self._net = load(self.model, weights=self.weights, device=self.device, **self.overrides)
+        return net
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FeatmatchError, ImageReadError, UsageError
 from . import store
-from .engines import run_shards, split
+from .engines import ModelJob, run_shards, split
 
 log = logging.getLogger(__name__)
 
@@ -91,33 +91,17 @@ def features_record(f: Any) -> dict:
 
 
 @dataclass
-class ExtractJob:
+class ExtractJob(ModelJob):
     """Extract one shard of images (picklable; the model loads on first use)."""
 
-    model: str
-    overrides: dict
-    weights: Optional[str]
-    device: Optional[str]
-    images: str
-    out: str
-    attrs: dict
     batch_size: int = 4
-    _net: Any = field(default=None, repr=False, compare=False)
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_net"] = None
-        return state
+    def check_model(self) -> None:
+        from ..registry import get_entry
 
-    def load(self) -> Any:
-        if self._net is None:
-            from ..registry import get_entry, load
-
-            if get_entry(self.model).card.kind != "sparse":
-                raise UsageError(f"model '{self.model}' is a dense matcher: it has no per-image features; "
-                                 "use `featmatch match --model ... --images ... --pairs ...` (or reconstruct) instead")
-            self._net = load(self.model, weights=self.weights, device=self.device, **self.overrides)
-        return self._net
+        if get_entry(self.model).card.kind != "sparse":
+            raise UsageError(f"model '{self.model}' is a dense matcher: it has no per-image features; "
+                             "use `featmatch match --model ... --images ... --pairs ...` (or reconstruct) instead")
 
     def run(self, names: list[str], progress: Any = None) -> int:
         import torch

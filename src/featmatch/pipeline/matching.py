@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import FeatmatchError, ImageReadError, UsageError
+from ..errors import ImageReadError, UsageError
 from . import store
-from .engines import run_shards, split
+from .engines import ModelJob, run_shards, split
 from .pairs import Pair, check_pairs
 
 log = logging.getLogger(__name__)
@@ -149,29 +149,8 @@ def match_features(features: PathLike, pairs: Sequence[Pair], out: PathLike, *, 
 
 # ----------------------------------------------------------------------------- dense
 @dataclass
-class DenseMatchJob:
+class DenseMatchJob(ModelJob):
     """Match one shard of image pairs with a dense model; raw points per pair (picklable)."""
-
-    model: str
-    overrides: dict
-    weights: Optional[str]
-    device: Optional[str]
-    images: str
-    out: str
-    attrs: dict
-    _net: Any = field(default=None, repr=False, compare=False)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_net"] = None
-        return state
-
-    def load(self) -> Any:
-        if self._net is None:
-            from ..registry import load
-
-            self._net = load(self.model, weights=self.weights, device=self.device, **self.overrides)
-        return self._net
 
     def run(self, pairs: list, progress: Any = None) -> int:
         from ..image import to_tensor

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..errors import FeatmatchError, UsageError
-from . import colmap, pairs as pairs_mod, store
+from . import colmap, pairs as pairs_mod
 
 log = logging.getLogger(__name__)
 
