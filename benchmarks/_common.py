@@ -25,6 +25,14 @@ def load_images(folder: Path, n: int, size=(640, 480)) -> list[torch.Tensor]:
     return out
 
 
+def status_mb(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024.0
+    raise KeyError(field)
+
+
 def memory_runs(commands: dict) -> dict:
     """Run each memory-worker command (``{name: argv}``) in its own process and collect the
     JSON object each prints last; failures are reported and skipped."""

@@ -57,7 +57,7 @@ import torch
 NAMES = ("reference", "kornia", "featmatch")
 TOL_PX, TOL_VAL = 1e-3, 1e-4
 
-from _common import load_images, memory_runs
+from _common import load_images, memory_runs, status_mb
 
 
 
@@ -191,13 +191,6 @@ def time_interleaved(fns: dict, imgs: list, repeat: int, warmup: int = 2) -> tup
     return wall, cpu
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1]) / 1024.0
-    raise KeyError(field)
-
 
 def memory_worker(args) -> None:
     """Subprocess: peak RSS growth while extracting the images with one implementation.
@@ -211,10 +204,10 @@ def memory_worker(args) -> None:
     fn = build(args)[args.only[0]]
     with torch.inference_mode():
         Path("/proc/self/clear_refs").write_text("5")
-        base = _status_mb("VmRSS")
+        base = status_mb("VmRSS")
         for x in imgs:
             fn(x)
-        peak = _status_mb("VmHWM")
+        peak = status_mb("VmHWM")
     print(json.dumps({"delta_mb": peak - base, "peak_mb": peak}))
 
 

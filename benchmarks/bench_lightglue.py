@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from _common import load_images, memory_runs
+from _common import load_images, memory_runs, status_mb
 
 
 def features(fam: str, imgs):
@@ -138,12 +138,6 @@ def time_interleaved(fns: dict, f0, f1, repeat: int, warmup: int = 1) -> dict:
     return wall
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1]) / 1024.0
-    raise KeyError(field)
-
 
 def memory_worker(args) -> None:
     torch.set_num_threads(args.threads)
@@ -154,9 +148,9 @@ def memory_worker(args) -> None:
         # no warm-up: memory freed by a first call stays in the process (glibc keeps its heap),
         # so a second call would show only the allocations larger than the heap can serve
         Path("/proc/self/clear_refs").write_text("5")
-        base = _status_mb("VmRSS")
+        base = status_mb("VmRSS")
         fn(f0, f1)
-        peak = _status_mb("VmHWM")
+        peak = status_mb("VmHWM")
     print(json.dumps({"delta_mb": peak - base, "peak_mb": peak}))
 
 
