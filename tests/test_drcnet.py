@@ -82,6 +82,32 @@ def test_match_extraction_parity(ref):
     np.testing.assert_allclose(sc.numpy(), ref["post_scores"], rtol=1e-5, atol=1e-7)
 
 
+def test_subcell_offsets_recover_a_parabola_peak():
+    from featmatch.models.drcnet.model import subcell_offsets
+
+    h, w = 6, 9
+    peaks = torch.tensor([[3.3, 2.8], [0.0, 4.0], [5.45, 1.5], [8.0, 5.0]])  # (x, y); two on the border
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    maps = torch.stack([-2.0 * (xs - px) ** 2 - 0.5 * (ys - py) ** 2 for px, py in peaks.double()]).reshape(1, 4, h * w)
+    idx = maps.argmax(2)
+    pos = torch.stack([idx % w, idx // w], -1).double()
+    off = subcell_offsets(maps, w, pos)[0]
+    got = pos[0] + off
+    np.testing.assert_allclose(got[0].numpy(), [3.3, 2.8], atol=1e-9)
+    np.testing.assert_allclose(got[2].numpy(), [5.45, 1.5], atol=1e-9)  # a tie in y: offset 0.5 either way
+    assert off[1, 0] == 0 and off[3].abs().sum() == 0  # border: no offset along that axis
+    np.testing.assert_allclose(got[1, 1].item(), 4.0, atol=1e-9)
+
+
+def test_subcell_matches_keep_the_reference_pairs(ref):
+    corr, fa, fb = (torch.from_numpy(ref[k]) for k in ("post_corr", "post_fineA", "post_fineB"))
+    ia, ib, sc = extract_matches(corr, fa, fb, num_matches=300, query_fraction=0.5, chunk=37)
+    ja, jb, sc2 = extract_matches(corr, fa, fb, num_matches=300, query_fraction=0.5, chunk=37, subcell=True)
+    assert torch.equal(ia, ja) and torch.equal(sc, sc2)
+    d = jb - ib
+    assert d.abs().max() <= 0.5 and (d != 0).any()
+
+
 def test_official_checkpoint_format(tmp_path):
     """A synthetic file with the released checkpoint's layout (module. keys, reference NC
     layout, args Namespace, optimizer state) loads strictly with weights_only=True."""

@@ -155,6 +155,23 @@ def test_extract_shapes_and_invariants(lift_random):
     assert (f.keypoint_scores[:-1] >= f.keypoint_scores[1:]).all()
 
 
+@pytest.mark.parametrize("sigma", [3.0, 6.0])
+def test_dog_initialised_detector_finds_a_blob_at_its_scale(sigma):
+    """featmatch's DoG warm start: a bright Gaussian blob of scale sigma is the best point,
+    found at its centre, at about its scale (SIFT's convention: the DoG level's sigma)."""
+    torch.manual_seed(0)
+    m = featmatch.load("lift", pretrained=False, top_k=5, bf16=False)
+    m.net.detector.init_dog(generator=torch.Generator().manual_seed(0))
+    h, w, cx, cy = 128, 160, 83.0, 61.0
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    img = 0.3 + 0.5 * torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2))
+    f = m.extract(img[None].expand(3, -1, -1).contiguous())
+    assert len(f) >= 1
+    assert (f.keypoints[0] - torch.tensor([cx, cy])).norm() < 1.0
+    s = float(f.scales[0]) / 2  # Features.scales are 2 sigma
+    assert sigma / 1.5 < s < sigma * 1.5, s
+
+
 def test_describe_at_given_points_is_batched_consistently(lift_random):
     g = torch.from_numpy(textured(96, 96, seed=4, channels=1)).float()[None, None] / 255
     xy = torch.tensor([[40.0, 50.0], [60.0, 30.0], [20.3, 70.9]])

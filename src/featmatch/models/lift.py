@@ -60,6 +60,8 @@ DET_FILTER = 25
 #: stays inside P: ceil(48/128 * sqrt(2) * 64/2) = 17 px of the 48-px patch, 12 lost to the conv
 DET_CROP = 5
 DET_BORDER = (DET_FILTER - 1) // 2 + DET_CROP  # 17
+#: one keypoint sigma in detector-input pixels (24 sigma -> 48 px, align-corners spacing 47/24)
+DOG_SIGMA = (DET_SIZE - 1) / SUPPORT
 #: Piccadilly grey mean / std (0-255) of the authors' detector / orientation inputs
 KP_MEAN, KP_STD = 116.4368, 88.0831
 #: and of their descriptor (patch-mean / patch-std in the released descriptor file)
@@ -135,6 +137,35 @@ class LIFTDetector(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x * 255.0 - self.mean) / self.std
+
+    @torch.no_grad()
+    def init_dog(self, sigma: float = DOG_SIGMA, k: float = 2.0 ** (1.0 / 3.0), noise: float = 1e-3,
+                 generator: Optional[torch.Generator] = None) -> None:
+        """featmatch's detector warm start (not in the paper): the score becomes
+        ``|DoG * x|``, SIFT's blob response, before any training.
+
+        Filter 0 of the first (+1) GHH group is a difference of Gaussians (sigma ``sigma``
+        minus ``k sigma``, zero mean, unit L2 norm), filter 1 its negative, so that the
+        group's maximum is ``|DoG|``; every other filter is ``noise`` x N(0, 1) (near zero:
+        the other groups add ~0 but stay trainable). ``sigma`` = 47/24 px of the 48-px
+        detector input is one keypoint sigma (the patch covers 24 sigma), so the pyramid
+        level of sigma ``s`` responds most to blobs of SIFT scale ``~s``."""
+        f = self.conv.weight.shape[-1]
+        r = torch.arange(f, dtype=torch.float64) - (f - 1) / 2
+        d2 = r[None, :] ** 2 + r[:, None] ** 2
+
+        def gauss(s: float) -> torch.Tensor:
+            return torch.exp(-d2 / (2 * s * s)) / (2 * math.pi * s * s)
+
+        dog = gauss(sigma) - gauss(k * sigma)
+        dog = dog - dog.mean()
+        dog = (dog / dog.norm()).to(self.conv.weight.dtype)
+        w = torch.randn(self.conv.weight.shape, generator=generator, dtype=torch.float64).to(self.conv.weight)
+        w = w * noise
+        w[0, 0] = dog
+        w[1, 0] = -dog
+        self.conv.weight.copy_(w)
+        self.conv.bias.zero_()
 
     def forward(self, x: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         return ghh(self.conv(x if normalized else self.normalize(x)), self.n, self.m)

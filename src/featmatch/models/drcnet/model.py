@@ -61,6 +61,7 @@ class DRCNetConfig:
     chunk: int = 1000  # queries per chunk of the fine products (memory ~ chunk x fine cells of B)
     resize: Optional[int] = None  # long side before matching (None: as given; the reference tests use 1600)
     max_pixels: int = 1024 * 768  # larger images (after resize) are downscaled with a warning
+    subcell: bool = False  # featmatch's parabolic sub-cell refinement of B's match (not in the paper)
     backbone_weights: Optional[str] = None  # torchvision ResNet-101 .pth loaded strictly at build (resnet101)
 
 
@@ -170,6 +171,30 @@ def best_fine(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Ten
     return torch.stack([x, y], -1).to(scores.dtype) * FINE_STRIDE, s
 
 
+def subcell_offsets(scores: torch.Tensor, width: int, pos: torch.Tensor) -> torch.Tensor:
+    """featmatch's sub-cell refinement (not in the paper): a parabola through the argmax of
+    each fine score map and its two neighbours, per axis, gives the peak's offset in fine
+    cells, ``(s[-1] - s[+1]) / (2 (s[-1] - 2 s[0] + s[+1]))`` clamped to +/- 0.5 (0 at the
+    map border or where the three scores are not a maximum).
+
+    Shape: scores ``(B, N, H*W)``, pos ``(B, N, 2)`` fine cell indices -> ``(B, N, 2)`` offsets.
+    """
+    height = scores.shape[2] // width
+    x, y = pos[..., 0].long(), pos[..., 1].long()
+    offs = []
+    for axis, (c, n, step) in enumerate(((x, width, 1), (y, height, width))):
+        inside = (c > 0) & (c < n - 1)
+        idx = (y * width + x)[..., None]
+        lo = torch.gather(scores, 2, (idx - step).clamp(0, scores.shape[2] - 1))[..., 0]
+        hi = torch.gather(scores, 2, (idx + step).clamp(0, scores.shape[2] - 1))[..., 0]
+        mid = torch.gather(scores, 2, idx)[..., 0]
+        curv = lo - 2 * mid + hi
+        ok = inside & (curv < 0)
+        d = torch.where(ok, (lo - hi) / (2 * torch.where(ok, curv, -torch.ones_like(curv))), torch.zeros_like(curv))
+        offs.append(d.clamp(-0.5, 0.5))
+    return torch.stack(offs, -1)
+
+
 def query_points(corr: torch.Tensor, fraction: float = 0.5) -> torch.Tensor:
     """Queries of image A: the fine cells of the best ``floor(fraction * hA * wA)`` coarse
     cells (ranked by their maximum over B), ordered as the reference (4x4 offset major,
@@ -193,39 +218,56 @@ def query_points(corr: torch.Tensor, fraction: float = 0.5) -> torch.Tensor:
 
 
 def find_matches(corr: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor, points: torch.Tensor,
-                 source_to_target: bool, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 source_to_target: bool, chunk: int, subcell: bool = False):
     """Best fine match of every query, ``chunk`` queries at a time.
 
-    Shape: points ``(1, N, 2)`` -> matches ``(1, N, 2)`` (reference image coordinates), scores ``(1, N)``.
+    Shape: points ``(1, N, 2)`` -> matches ``(1, N, 2)`` (reference image coordinates), scores
+    ``(1, N)``; with ``subcell`` also the sub-cell offsets ``(1, N, 2)`` (fine cells, see
+    :func:`subcell_offsets`).
     """
     wt = fine_t.shape[-1]
-    ms, ss = [], []
+    ms, ss, os_ = [], [], []
     for k in range(0, points.shape[1], chunk):
         q = points[:, k:k + chunk]
         prior = coarse_prior(corr, q, source_to_target)
-        m, s = best_fine(fine_scores(prior, fine_q, fine_t, q), wt)
+        sc = fine_scores(prior, fine_q, fine_t, q)
+        m, s = best_fine(sc, wt)
         ms.append(m)
         ss.append(s)
+        if subcell:
+            os_.append(subcell_offsets(sc, wt, m / FINE_STRIDE))
     if not ms:
-        return points.new_zeros(1, 0, 2), points.new_zeros(1, 0)
-    return torch.cat(ms, 1), torch.cat(ss, 1)
+        m, s, o = points.new_zeros(1, 0, 2), points.new_zeros(1, 0), points.new_zeros(1, 0, 2)
+    else:
+        m, s = torch.cat(ms, 1), torch.cat(ss, 1)
+        o = torch.cat(os_, 1) if subcell else None
+    return (m, s, o) if subcell else (m, s)
 
 
 def extract_matches(corr: torch.Tensor, fine_a: torch.Tensor, fine_b: torch.Tensor, num_matches: int = 2000,
-                    query_fraction: float = 0.5, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    query_fraction: float = 0.5, chunk: int = 1000,
+                    subcell: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference's match extraction (``ImgMatcher``) for one pair.
 
     Returns:
         fine cell indices ``(K, 2)`` of A and of B as ``(x, y)`` floats, and scores ``(K,)``
         (s_AB + s_BA), best first. Pixel position in featmatch's convention: ``4 i + 1.5``.
+        With ``subcell`` (featmatch's option, not the reference's) B's indices carry the
+        sub-cell offsets of the A -> B score maps (:func:`subcell_offsets`); the cycle check
+        and the scores are the reference's.
 
     Shape: corr ``(1, 1, hA, wA, hB, wB)``, fine maps ``(1, C, 4 hA, 4 wA)`` / ``(1, C, 4 hB, 4 wB)``.
     """
     q = query_points(corr, query_fraction)
-    m, s1 = find_matches(corr, fine_a, fine_b, q, True, chunk)
+    if subcell:
+        m, s1, off = find_matches(corr, fine_a, fine_b, q, True, chunk, subcell=True)
+    else:
+        m, s1 = find_matches(corr, fine_a, fine_b, q, True, chunk)
     back, s2 = find_matches(corr, fine_b, fine_a, m, False, chunk)
     keep = (q == back).all(dim=2)[0]
     qa, mb = q[0][keep] / FINE_STRIDE, m[0][keep] / FINE_STRIDE
+    if subcell:
+        mb = mb + off[0][keep]
     scores = s2[0][keep] + s1[0][keep]
     scores, order = torch.sort(scores, descending=True)
     order = order[:num_matches]
@@ -355,7 +397,8 @@ class DRCNet(DenseMatcher):
         res = []
         for b in range(x0.shape[0]):
             fa, fb, sc = extract_matches(out["corr"][b:b + 1].float(), out["fine0"][b:b + 1].float(),
-                                         out["fine1"][b:b + 1].float(), c.num_matches, c.query_fraction, c.chunk)
+                                         out["fine1"][b:b + 1].float(), c.num_matches, c.query_fraction, c.chunk,
+                                         c.subcell)
             p0 = fa * FINE_STRIDE + (FINE_STRIDE / 2 - 0.5)
             p1 = fb * FINE_STRIDE + (FINE_STRIDE / 2 - 0.5)
             if sizes[0] != (1.0, 1.0):

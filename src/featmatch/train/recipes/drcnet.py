@@ -133,6 +133,27 @@ PRESETS = {
 }
 
 
+def load_head(net: torch.nn.Module, path: str) -> None:
+    """Start from trained head + NC weights: a run's ``model.pt`` (its backbone part is
+    ignored: the official backbone stays) or an exported head (``drcnet_xfeat.pt``)."""
+    from ... import hub
+    from ...errors import UsageError
+
+    state = hub.read_state_dict(path)
+    own = net.state_dict()
+    head = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
+    wanted = {k for k in own if not k.startswith(BACKBONE_PREFIX)}
+    missing, unknown = sorted(wanted - set(head)), sorted(set(head) - wanted)
+    bad = [k for k in wanted & set(head) if tuple(head[k].shape) != tuple(own[k].shape)]
+    if missing or unknown or bad:
+        raise UsageError(f"--start {path}: not a head of this preset (missing {missing[:3]}, unknown {unknown[:3]}, "
+                         f"shape mismatch {bad[:3]}); give a model.pt of the same --backbone")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in head.items()}, strict=False)
+
+
+BACKBONE_PREFIX = "FeatureExtraction.backbone."
+
+
 def build_drcnet_run(args: argparse.Namespace, datasets, train_config):
     """Trainer of a light DRC-Net preset (frozen official XFeat / ALIKED backbone; trained
     FPN head + NC). ``datasets`` / ``train_config`` are train.cli's helpers."""
@@ -151,6 +172,9 @@ def build_drcnet_run(args: argparse.Namespace, datasets, train_config):
     torch.manual_seed(args.seed)
     net = DRCNet(DRCNetConfig(**PRESETS[bb]))
     net.FeatureExtraction.backbone.load_state_dict(official_backbone_state(bb), strict=True)
+    start = getattr(args, "start", None)
+    if start and not args.resume:
+        load_head(net, start)
     recipe = DRCNetRecipe(DRCNetRecipeConfig(), val_set=val)
     meta.update({"method": "drcnet", "backbone": bb, "preset": PRESETS[bb], "size": list(size)})
     return Trainer(net, recipe, train, args.out, train_config, extra_state=meta)

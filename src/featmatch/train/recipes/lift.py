@@ -220,10 +220,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """``featmatch train lift`` options (the others are shared with every method)."""
     g = p.add_argument_group("lift")
     g.add_argument("--stage", choices=STAGES, default=None, help="lift: which network to train (paper order: desc, ori, det)")
-    g.add_argument("--start", default=None, help="lift: weights to start from (the previous stage's model.pt)")
+    g.add_argument("--start", default=None, help="lift: weights to start from (the previous stage's model.pt); drcnet: a trained head to continue from (a run's model.pt or the exported drcnet_xfeat.pt)")
     g.add_argument("--val-patches", default=None, help="lift: held-out patch set (.npz); default: the last 5%% of --images")
     g.add_argument("--pairs-per-step", type=int, default=64, help="lift: positive (and negative) pairs per step")
     g.add_argument("--mining-every", type=int, default=5000, help="lift desc: the mining ratio doubles every N steps")
+    g.add_argument("--det-init", choices=("dog", "keep"), default="dog",
+                   help="lift det: start the detector as |DoG| (featmatch's warm start, default) or keep the "
+                        "--start file's detector")
     g.add_argument("--pretrain-steps", type=int, default=None,
                    help="lift det: steps of eq. 11 overlap pre-training before the full loss (default: half); "
                         "lift ori: steps regressing SIFT's orientations before the paper's loss (default: half)")
@@ -273,6 +276,8 @@ def build_run(args: argparse.Namespace):
         net.load_state_dict(state, strict=True)
     elif args.stage != "desc" and not args.resume:
         raise UsageError(f"--stage {args.stage} trains on top of the previous stage: pass --start RUN/model.pt")
+    if args.stage == "det" and not args.resume and getattr(args, "det_init", "dog") == "dog":
+        net.detector.init_dog(generator=torch.Generator().manual_seed(args.seed))
     trained = {"desc": net.descriptor, "ori": net.orientation, "det": net.detector}[args.stage]
     for p in net.parameters():
         p.requires_grad_(False)
@@ -292,5 +297,6 @@ def build_run(args: argparse.Namespace):
                       device=args.device, amp=args.amp, seed=args.seed, keep_best=keep_best)
     meta = {"method": "lift", "stage": args.stage, "patches": src.name, "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
-            "pairs_per_step": pairs, "pretrain_steps": pre if args.stage in ("ori", "det") else None}
+            "pairs_per_step": pairs, "pretrain_steps": pre if args.stage in ("ori", "det") else None,
+            "det_init": getattr(args, "det_init", None) if args.stage == "det" else None}
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
