@@ -174,6 +174,28 @@ def test_train_cli_one_step_and_resume(tmp_path, monkeypatch, capsys):
     assert "NeighConsensus.conv.0.weight" in state
     assert main(args[:6] + ["--out", str(tmp_path / "other"), "--backbone", "vgg"]) == 2
     assert "backbone" in capsys.readouterr().err
+    # --start: a new run continues from the trained head (a run's model.pt)
+    assert main(args[:6] + ["--out", str(tmp_path / "cont"), "--start", str(out / "model.pt")] + args[8:]) == 0
+    capsys.readouterr()
+    assert main(args[:6] + ["--out", str(tmp_path / "bad"), "--start", str(photos / "0.png")] + args[8:]) != 0
+
+
+def test_load_head_checks_the_preset(tmp_path):
+    from featmatch.errors import UsageError
+    from featmatch.train.recipes.drcnet import load_head
+
+    torch.manual_seed(0)
+    src = DRCNet(DRCNetConfig(backbone="xfeat", fpn="two_heads", feature_dim=16))
+    head = {k: v.half() for k, v in src.state_dict().items() if not k.startswith("FeatureExtraction.backbone.")}
+    torch.save(head, tmp_path / "head.pt")
+    torch.manual_seed(1)
+    dst = DRCNet(DRCNetConfig(backbone="xfeat", fpn="two_heads", feature_dim=16))
+    bb = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("FeatureExtraction.backbone.")}
+    load_head(dst, str(tmp_path / "head.pt"))
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, bb[k] if k in bb else head[k].float()), k
+    with pytest.raises(UsageError, match="not a head"):
+        load_head(DRCNet(DRCNetConfig(backbone="xfeat", fpn="two_heads", feature_dim=8)), str(tmp_path / "head.pt"))
 
 
 def test_cli_match_and_list(tmp_path, capsys):
