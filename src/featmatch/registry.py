@@ -25,7 +25,7 @@ from .errors import UsageError
 from .hub import WeightSpec
 
 __all__ = ["ModelCard", "WeightSpec", "register", "list_models", "model_card", "make_config", "load",
-           "weights_path", "cached_weights", "download_weights", "get_entry"]
+           "load_matcher", "weights_path", "cached_weights", "download_weights", "get_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -194,15 +194,54 @@ def load(name: str, *, weights: Any = None, pretrained: bool = True, device: Any
         model.load_weights(state, source=str(path))
         model.weights_path = str(path)
     if pretrained and entry.card.matcher_weights is not None:
-        spec = entry.card.matcher_weights
-        path = hub.resolve(spec, name=name)
-        model.matcher.load_weights(hub.read_state_dict(path, origin=hub.origin(spec, path), name=name),
-                                   source=str(path))
-        model.matcher.weights_path = str(path)
+        _load_matcher_weights(model.matcher, entry.card.matcher_weights, None, name)
     model.eval()
     if dev.type != "cpu":
         model.to(dev)
     return model
+
+
+def _load_matcher_weights(matcher: Any, spec: WeightSpec, path: Any, name: str) -> None:
+    """Load a learned matcher's own file (``path``, else the card's cached one) strictly."""
+    p = hub.resolve(spec, path, name=name)
+    matcher.load_weights(hub.read_state_dict(p, origin=hub.origin(spec, p, path is not None), name=name),
+                         source=str(p))
+    matcher.weights_path = str(p)
+
+
+def load_matcher(name: str, *, weights: Any = None, pretrained: bool = True, device: Any = None,
+                 **overrides: Any) -> Any:
+    """The learned matcher of a model (the LightGlue of ``aliked.n16+lightglue``) with its
+    weights, without reading the extractor's file: for matching features that are already
+    extracted (``featmatch.pipeline``). Never touches the network.
+
+    Args:
+        name: a model whose card has ``matcher_weights`` (e.g. ``"aliked.n16+lightglue"``).
+        weights: a matcher weight file instead of the cached official one.
+        pretrained: ``False`` keeps random weights.
+        device, overrides: as in :func:`load` (``matcher={...}`` sets the matcher's options).
+
+    Raises:
+        UsageError: the model has no learned matcher.
+        WeightsNotFoundError: the matcher's file is not cached (names ``featmatch download NAME``).
+    """
+    from .device import resolve_device
+
+    entry = get_entry(name)
+    spec = entry.card.matcher_weights
+    if spec is None:
+        raise UsageError(f"model '{name}' has no learned matcher (no matcher weight file)")
+    cfg = make_config(name, **overrides)
+    dev = resolve_device(device)
+    model = entry.build(cfg)  # the extractor's network is built (random, cheap) and dropped
+    matcher = model.matcher
+    matcher.card = entry.card
+    if pretrained:
+        _load_matcher_weights(matcher, spec, weights, name)
+    matcher.eval()
+    if dev.type != "cpu":
+        matcher.to(dev)
+    return matcher
 
 
 def _with_matcher(name: str, matcher: str) -> str:

@@ -4,6 +4,7 @@
 >>> pipeline.extract("photos/", "out/features.h5", model="aliked.n16")
 >>> pairs = pipeline.pairs.exhaustive(pipeline.list_images("photos/")[0])
 >>> pipeline.match("out/features.h5", pairs, "out/matches.h5")
+>>> pipeline.match("out/features.h5", pairs, "out/lg.h5", matcher="lightglue")  # LightGlue
 >>> rec = pipeline.reconstruct("photos/", "out/", model="aliked.n16")
 >>> rec.summary["registered_images"]
 
@@ -27,7 +28,9 @@ from .reconstruction import Reconstruction, reconstruct
 def match(features: Union[str, os.PathLike], pairs_or_file: Union[str, os.PathLike, Sequence[tuple[str, str]]],
           out: Union[str, os.PathLike], **kwargs: Any) -> Path:
     """Match stored sparse features for a list of pairs (or a ``pairs.txt``) into ``out``
-    (hloc ``matches0`` layout); see :func:`featmatch.pipeline.matching.match_features`."""
+    (hloc ``matches0`` layout) with the features' model's matcher (MNN, or LightGlue for
+    ``aliked.n16+lightglue``; ``matcher="lightglue"`` picks it for ``aliked.n16`` features);
+    see :func:`featmatch.pipeline.matching.match_features`."""
     from .matching import match_features
 
     pl = pairs.read_pairs(pairs_or_file) if isinstance(pairs_or_file, (str, os.PathLike)) else list(pairs_or_file)

@@ -127,11 +127,16 @@ def add_match_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--merge-tolerance", type=float, default=1.0,
                    help="dense: keypoints of an image closer than this cell (px) merge (default 1)")
     g.add_argument("--shard-size", type=int, default=None, help="pairs per shard / Ray task")
+    g.add_argument("--matcher-weights", default=None, metavar="PATH",
+                   help="sparse, learned matchers (LightGlue): weight file instead of the cached official one")
+    g.add_argument("--batch-size", type=int, default=1,
+                   help="sparse, learned matchers: pairs per padded forward pass (default 1; >1 is for GPUs)")
     _common_engine(g)
 
 
 def run_match(args: argparse.Namespace) -> int:
     """``featmatch match --pairs P --out M (--features F | --model DENSE --images DIR --features F)``."""
+    from ..cli import set_threads
     from . import pairs as P
     from .matching import match_dense, match_features
 
@@ -142,16 +147,27 @@ def run_match(args: argparse.Namespace) -> int:
     if not args.features:
         raise UsageError("match --pairs needs --features (from `featmatch extract`; for a dense model, the "
                          "merged keypoints file to write, with --images)")
+    set_threads(getattr(args, "threads", None))
     pl = P.read_pairs(args.pairs)
     common = dict(engine=args.engine, ray_address=args.ray_address, progress=not args.no_progress)
     if args.images:
+        if args.matcher_weights or args.batch_size != 1:
+            raise UsageError("--matcher-weights and --batch-size are for matching stored sparse features "
+                             "(--features without --images)")
         ov = _model_overrides(args)
         match_dense(args.images, pl, args.out, args.features, args.model, overrides=ov, weights=args.weights,
                     device=args.device, tolerance=args.merge_tolerance, shard_size=args.shard_size or 16, **common)
         print(f"{len(pl)} pairs -> {args.out} (merged keypoints: {args.features})")
     else:
-        ov = _overrides(args.set)
-        match_features(args.features, pl, args.out, overrides=ov, shard_size=args.shard_size or 256, **common)
+        sets = list(args.set or [])
+        chosen = [a for a in sets if a.split("=", 1)[0].strip() == "matcher"]  # --set matcher=lightglue
+        if len(chosen) > 1:
+            raise UsageError("matcher given twice (--set matcher=...); give it once")
+        matcher = chosen[0].split("=", 1)[1].strip() if chosen else None
+        ov = _overrides([a for a in sets if a not in chosen])
+        match_features(args.features, pl, args.out, matcher=matcher, overrides=ov,
+                       matcher_weights=args.matcher_weights, device=args.device, batch_size=args.batch_size,
+                       shard_size=args.shard_size or 256, **common)
         print(f"{len(pl)} pairs -> {args.out}")
     return 0
 
@@ -173,6 +189,8 @@ def _reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapper", action="append", metavar="KEY=VALUE",
                    help="pycolmap IncrementalPipelineOptions, e.g. mapper.init_min_num_inliers=50")
     p.add_argument("--merge-tolerance", type=float, default=1.0, help="dense models: keypoint merge cell (px)")
+    p.add_argument("--matcher-weights", default=None, metavar="PATH",
+                   help="learned matchers (aliked.n16+lightglue): weight file instead of the cached official one")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     _common_model(p)
@@ -204,8 +222,8 @@ def _reconstruct_run(args: argparse.Namespace) -> int:
                     device=args.device, pairs=args.pairs, window=args.window, num=args.num,
                     pairs_file=args.pairs_file, camera_model=args.camera_model, camera_params=params,
                     single_camera=args.single_camera, mapper=mapper, tolerance=args.merge_tolerance,
-                    batch_size=args.batch_size, engine=args.engine, ray_address=args.ray_address,
-                    progress=not args.no_progress, seed=args.seed)
+                    batch_size=args.batch_size, matcher_weights=args.matcher_weights, engine=args.engine,
+                    ray_address=args.ray_address, progress=not args.no_progress, seed=args.seed)
     s = r.summary
     print(f"registered images: {s['registered_images']} / {s['readable_images']}"
           + (f" (unregistered: {', '.join(s['unregistered'][:5])})" if s["unregistered"] else ""))

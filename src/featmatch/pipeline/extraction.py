@@ -53,6 +53,17 @@ def list_images(folder: Union[str, os.PathLike]) -> tuple[list[str], dict]:
     return names, skipped
 
 
+def resolve_model(model: str, overrides: Optional[dict] = None) -> tuple[str, dict]:
+    """``(model, overrides)`` with a matcher chosen by name (``{"matcher": "lightglue"}``, as
+    :func:`featmatch.load` takes it) folded into the model name (``aliked.n16+lightglue``)."""
+    ov = dict(overrides or {})
+    if isinstance(ov.get("matcher"), str):
+        from ..registry import _with_matcher
+
+        model = _with_matcher(model, ov.pop("matcher"))
+    return model, ov
+
+
 def model_identity(model: str, overrides: Optional[dict] = None, weights: Optional[str] = None) -> tuple[Any, str]:
     """``(config, weights_sha256)`` of a model as :func:`featmatch.load` would build it."""
     from ..hub import sha256sum
@@ -164,8 +175,10 @@ def extract(images: Union[str, os.PathLike], out: Union[str, os.PathLike], model
     Args:
         images: folder of photos (searched recursively).
         out: features file to create or complete (``.h5``).
-        model: a sparse model name (``featmatch list``).
-        overrides: model config options, e.g. ``{"top_k": 2048}``.
+        model: a sparse model name (``featmatch list``); with a learned matcher
+            (``aliked.n16+lightglue``) the file records it and :func:`match_features` uses it.
+        overrides: model config options, e.g. ``{"top_k": 2048}``; ``{"matcher": "lightglue"}``
+            picks the learned matcher as :func:`featmatch.load` does.
         batch_size: images per forward pass (consecutive images of equal size).
         shard_size: images per shard file (the unit of resumption and of Ray tasks).
         engine: ``"local"`` or ``"ray"``.
@@ -173,6 +186,7 @@ def extract(images: Union[str, os.PathLike], out: Union[str, os.PathLike], model
     """
     from ..registry import get_entry
 
+    model, overrides = resolve_model(model, overrides)
     if get_entry(model).card.kind != "sparse":
         raise UsageError(f"model '{model}' is a dense matcher and has no per-image features; "
                          "use it with `featmatch match --model` or `featmatch reconstruct`")
@@ -184,7 +198,6 @@ def extract(images: Union[str, os.PathLike], out: Union[str, os.PathLike], model
         if missing:
             raise UsageError(f"{len(missing)} requested images are not in {images}: {', '.join(missing[:3])}")
         all_names = list(names)
-    overrides = dict(overrides or {})
     attrs = features_attrs(model, overrides, weights)
     sh = store.ShardedH5(out, attrs, "keypoints")
     done, skipped_before = sh.done()

@@ -62,14 +62,16 @@ def reconstruct(images: PathLike, out: PathLike, model: str = "xfeat", *, overri
                 window: int = 5, num: int = 20, pairs_file: Optional[PathLike] = None,
                 camera_model: str = "SIMPLE_RADIAL", camera_params: Optional[Sequence[float]] = None,
                 single_camera: bool = False, mapper: Optional[dict] = None, tolerance: float = 1.0,
-                batch_size: int = 4, engine: str = "local", ray_address: Optional[str] = None,
-                progress: bool = True, seed: int = 0) -> Reconstruction:
+                batch_size: int = 4, matcher_weights: Optional[str] = None, engine: str = "local",
+                ray_address: Optional[str] = None, progress: bool = True, seed: int = 0) -> Reconstruction:
     """Extract, pair, match, verify and map a folder of photos with pycolmap.
 
     Args:
         images: folder of photos (recursive; names are relative paths).
         out: output folder.
-        model: any featmatch model: sparse (extract + MNN) or dense (per pair, merged).
+        model: any featmatch model: sparse (extract, then match the stored features with
+            the model's matcher: MNN, or LightGlue for ``aliked.n16+lightglue``) or dense
+            (per pair, merged); ``overrides={"matcher": "lightglue"}`` picks a learned matcher.
         pairs: ``auto`` (exhaustive up to 40 images, else retrieval for sparse models /
             sequential for dense ones), ``exhaustive``, ``sequential`` (``window``),
             ``retrieval`` (``num`` per image) or ``from-list`` (``pairs_file``).
@@ -78,15 +80,20 @@ def reconstruct(images: PathLike, out: PathLike, model: str = "xfeat", *, overri
         mapper: pycolmap ``IncrementalPipelineOptions`` overrides, e.g.
             ``{"mapper.init_min_num_inliers": 50}``.
         tolerance: dense models' keypoint merge cell in pixels.
+        matcher_weights: a learned matcher's weight file instead of the cached official one.
 
     Raises:
         FeatmatchError: no usable image, or the mapper could not initialise (the message
             names the best pair and its inliers).
     """
     from ..registry import get_entry
-    from .extraction import extract, list_images
-    from .matching import match_dense, match_features
+    from .extraction import extract, list_images, resolve_model
+    from .matching import is_learned, match_dense, match_features
 
+    model, overrides = resolve_model(model, overrides)
+    if matcher_weights is not None and not is_learned(model):
+        raise UsageError(f"matcher_weights is for models with a learned matcher (e.g. aliked.n16+lightglue), "
+                         f"not '{model}'")
     if pairs not in PAIR_MODES:
         raise UsageError(f"unknown pairs mode '{pairs}'; use one of {', '.join(PAIR_MODES)}")
     if pairs == "from-list" and pairs_file is None:
@@ -142,7 +149,7 @@ def reconstruct(images: PathLike, out: PathLike, model: str = "xfeat", *, overri
 
     t = time.perf_counter()
     if kind == "sparse":
-        match_features(feats_path, pair_list, matches_path, **common)
+        match_features(feats_path, pair_list, matches_path, matcher_weights=matcher_weights, device=device, **common)
     else:
         match_dense(images, pair_list, matches_path, feats_path, model, overrides=overrides, weights=weights,
                     device=device, tolerance=tolerance, **common)

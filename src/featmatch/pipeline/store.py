@@ -16,8 +16,9 @@ Layouts (the names hloc uses, so hloc / kornia tools read them):
 
 Root attributes: ``format`` (features / matches / dense-matches), ``format_version``
 (:data:`FORMAT_VERSION`), ``model``, ``config`` (JSON), ``weights_sha256`` and, for
-matches, ``features_identity`` (the features file's identity): a file made by another
-model, config or version is refused with a clear error instead of being mixed.
+matches, ``features_identity`` (the features file's identity) and, when a learned matcher
+(LightGlue) made them, ``matcher_weights_sha256``: a file made by another model, config,
+weights or version is refused with a clear error instead of being mixed.
 
 Crash safety (:class:`ShardedH5`): results go to small shard files in ``<out>.parts/``,
 each written under a temporary name and renamed when complete; :meth:`ShardedH5.merge`
@@ -95,7 +96,7 @@ def check_identity(path: PathLike, found: dict, expected: dict, what: str = "thi
         if key in ("format", "format_version"):
             continue
         if str(found.get(key, "")) != str(expected[key]):
-            detail = f"'{found.get(key)}' vs '{expected[key]}'" if key in ("model", "weights_sha256") else "differs"
+            detail = f"'{found.get(key)}' vs '{expected[key]}'" if key == "model" or key.endswith("sha256") else "differs"
             raise UsageError(f"{path} was made with another {key.replace('_', ' ')} ({detail}) than {what}; "
                              "use another output path or delete the file")
 
