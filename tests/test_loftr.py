@@ -312,6 +312,16 @@ def test_max_pixels_downscales_with_warning_and_caller_coordinates(caplog):
     assert make_config("loftr.outdoor").max_pixels == 1280 * 960  # the default guard
 
 
+def test_max_pixels_warning_names_the_resized_size(caplog):
+    """resize first, then the max_pixels cap: the warning gives both sizes (it used to name
+    only the caller's size, which can be below the cap)."""
+    m = featmatch.load("loftr.tiny", pretrained=False, **{**RAW, "resize": 256}, max_pixels=96 * 128)
+    img = np.zeros((60, 80, 3), np.uint8)
+    with caplog.at_level(logging.WARNING):
+        m._prepare(img, "image0")
+    assert "image0: 80x60 image resized to 256x192 has more than 12288 pixels; downscaled to 128x96" in caplog.text
+
+
 def test_blocked_coarse_matching_equals_full():
     g = torch.Generator().manual_seed(0)
     n, (h0, w0), (h1, w1), c = 2, (9, 11), (10, 7), 32

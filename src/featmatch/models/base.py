@@ -114,9 +114,10 @@ class Model(nn.Module):
         max_pixels = getattr(self.config, "max_pixels", None)
         th, tw = fit_size(h, w, long_side=long_side, max_pixels=None)
         if max_pixels and th * tw > max_pixels:
+            size = f"{w}x{h} image" if (th, tw) == (h, w) else f"{w}x{h} image resized to {tw}x{th}"
             th, tw = fit_size(th, tw, max_pixels=max_pixels)
-            log.warning("%s: %dx%d image has more than %d pixels; downscaled to %dx%d "
-                        "(set max_pixels to change this)", name, w, h, max_pixels, tw, th)
+            log.warning("%s: %s has more than %d pixels; downscaled to %dx%d (set max_pixels to change this)",
+                        name, size, max_pixels, tw, th)
         if (th, tw) != (h, w):
             x = resize_image(x, (th, tw), antialias=th < h)
         return x, (w / tw, h / th), (int(w), int(h)), original
