@@ -371,7 +371,9 @@ def read_theano_descriptor(path: str) -> dict:
 
 # --------------------------------------------------------------------------- runtime
 def _lift_matcher() -> MNNConfig:
-    return MNNConfig(metric="l2", mutual=True)
+    # the matcher of featmatch's sift (mutual NN + Lowe's ratio 0.8) for a like-for-like
+    # comparison; the paper's metrics (eval detdesc) use plain nearest neighbours
+    return MNNConfig(metric="l2", mutual=True, ratio=0.8)
 
 
 @dataclass(frozen=True)
@@ -657,7 +659,7 @@ _PAPER = "Yi, Trulls, Lepetit, Fua, LIFT: Learned Invariant Feature Transform, E
 #: featmatch's trained ``lift`` checkpoint, shipped inside the package (float16)
 LIFT_WEIGHTS = WeightSpec(
     filename="lift.pt",
-    sha256="61f8416fa5ac54b28a94d04dc25f3086d5daf6bd1b8e3174053c3dce8a041de0",
+    sha256="034388d5f34abfebb4728cc1083fbff9019b9d68089fbb37aa40abc3a60e410d",
     installed=(("featmatch", "weights/lift.pt"),),
     license="Apache-2.0",
 )
