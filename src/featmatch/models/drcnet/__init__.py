@@ -59,7 +59,7 @@ XFEAT = {"backbone": "xfeat", "fpn": "two_heads", "feature_dim": 128}
 #: inference default of the shipped drcnet.xfeat (on top of XFEAT): images matched with their
 #: long side at 1024 px (points in the caller's pixels; 4:3 images then fill max_pixels
 #: exactly). Was 640 (a priori, loftr.tiny's size); 1024 measured better on both dev
-#: benchmarks (homography MHA@3 37.1 vs 34.3, pose AUC@10 73.2 vs 66.4) at ~4x the time
+#: benchmarks (homography MHA@3 37.1 vs 34.3, pose AUC@10 73.2 vs 66.4) at ~7x the time
 XFEAT_INFERENCE = {"resize": 1024}
 
 register(
