@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 COARSE_STRIDE = 16  # image pixels per coarse cell
 FINE_STRIDE = 4  # image pixels per fine cell
 RATIO = COARSE_STRIDE // FINE_STRIDE  # fine cells per coarse cell (per axis)
+#: state-dict prefix of the frozen backbone (the light presets ship everything else: the head)
+BACKBONE_PREFIX = "FeatureExtraction.backbone."
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,8 @@ def find_matches(corr: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
     """Best fine match of every query, ``chunk`` queries at a time.
 
     Shape: points ``(1, N, 2)`` -> matches ``(1, N, 2)`` (reference image coordinates), scores
-    ``(1, N)``; with ``subcell`` also the sub-cell offsets ``(1, N, 2)`` (fine cells, see
-    :func:`subcell_offsets`).
+    ``(1, N)`` and, with ``subcell``, the sub-cell offsets ``(1, N, 2)`` (fine cells, see
+    :func:`subcell_offsets`; None without).
     """
     wt = fine_t.shape[-1]
     ms, ss, os_ = [], [], []
@@ -237,11 +239,9 @@ def find_matches(corr: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
         if subcell:
             os_.append(subcell_offsets(sc, wt, m / FINE_STRIDE))
     if not ms:
-        m, s, o = points.new_zeros(1, 0, 2), points.new_zeros(1, 0), points.new_zeros(1, 0, 2)
-    else:
-        m, s = torch.cat(ms, 1), torch.cat(ss, 1)
-        o = torch.cat(os_, 1) if subcell else None
-    return (m, s, o) if subcell else (m, s)
+        empty = points.new_zeros(1, 0, 2)
+        return empty, points.new_zeros(1, 0), (empty if subcell else None)
+    return torch.cat(ms, 1), torch.cat(ss, 1), (torch.cat(os_, 1) if subcell else None)
 
 
 def extract_matches(corr: torch.Tensor, fine_a: torch.Tensor, fine_b: torch.Tensor, num_matches: int = 2000,
@@ -259,14 +259,11 @@ def extract_matches(corr: torch.Tensor, fine_a: torch.Tensor, fine_b: torch.Tens
     Shape: corr ``(1, 1, hA, wA, hB, wB)``, fine maps ``(1, C, 4 hA, 4 wA)`` / ``(1, C, 4 hB, 4 wB)``.
     """
     q = query_points(corr, query_fraction)
-    if subcell:
-        m, s1, off = find_matches(corr, fine_a, fine_b, q, True, chunk, subcell=True)
-    else:
-        m, s1 = find_matches(corr, fine_a, fine_b, q, True, chunk)
-    back, s2 = find_matches(corr, fine_b, fine_a, m, False, chunk)
+    m, s1, off = find_matches(corr, fine_a, fine_b, q, True, chunk, subcell)
+    back, s2, _ = find_matches(corr, fine_b, fine_a, m, False, chunk)
     keep = (q == back).all(dim=2)[0]
     qa, mb = q[0][keep] / FINE_STRIDE, m[0][keep] / FINE_STRIDE
-    if subcell:
+    if off is not None:
         mb = mb + off[0][keep]
     scores = s2[0][keep] + s1[0][keep]
     scores, order = torch.sort(scores, descending=True)
@@ -339,7 +336,7 @@ class DRCNet(DenseMatcher):
                                 and tuple(from_reference_layout(v).shape) == tuple(own[nk].shape)):
                     v = from_reference_layout(v)
             out[nk] = v
-        bb = "FeatureExtraction.backbone."
+        bb = BACKBONE_PREFIX
         if self.config.backbone != "resnet101" and not any(k.startswith(bb) for k in out):
             out.update({bb + k: v for k, v in official_backbone_state(self.config.backbone).items()})
         return out
