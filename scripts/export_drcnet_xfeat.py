@@ -19,10 +19,8 @@ import torch
 
 from featmatch import hub
 from featmatch.io import atomic_path
-from featmatch.models.drcnet.model import DRCNet, official_backbone_state
+from featmatch.models.drcnet.model import BACKBONE_PREFIX as BACKBONE, DRCNet, official_backbone_state
 from featmatch.registry import make_config
-
-BACKBONE = "FeatureExtraction.backbone."
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ...models.drcnet.model import FINE_STRIDE, coarse_prior, fine_scores
+from ...models.drcnet.model import BACKBONE_PREFIX, FINE_STRIDE, coarse_prior, fine_scores
 from ..losses.drcnet import drcnet_strong_total, fine_targets, weak_loss
 
 
@@ -149,9 +149,6 @@ def load_head(net: torch.nn.Module, path: str) -> None:
         raise UsageError(f"--start {path}: not a head of this preset (missing {missing[:3]}, unknown {unknown[:3]}, "
                          f"shape mismatch {bad[:3]}); give a model.pt of the same --backbone")
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in head.items()}, strict=False)
-
-
-BACKBONE_PREFIX = "FeatureExtraction.backbone."
 
 
 def build_drcnet_run(args: argparse.Namespace, datasets, train_config):
