@@ -156,13 +156,6 @@ def pair_quadruplets(pair: dict, index: int, cfg: LIFTPatchConfig) -> Optional[d
     out = {"P": [], "xy": [], "angle": [], "sigma": []}
     scales_pool = sig[(sig >= cfg.min_sigma) & (sig <= cfg.max_sigma)]
 
-    def jittered(cx: float, cy: float, s: float, lv) -> tuple[np.ndarray, np.ndarray]:
-        j = rng.uniform(-cfg.jitter, cfg.jitter, 2) * 12.0 * s
-        p = extract_patch(lv, cx + j[0], cy + j[1], s)
-        # keypoint position in P's [-1, 1] coordinates (align corners: pixel i -> i / 63.5 - 1)
-        xy = -j / (s * SUPPORT / PATCH) / ((PATCH - 1) / 2)
-        return p, xy
-
     for t in order[: cfg.per_pair]:
         i, x1, y1, s1, a1 = cands[t]
         # P3: another candidate, far enough in image 1
@@ -170,34 +163,181 @@ def pair_quadruplets(pair: dict, index: int, cfg: LIFTPatchConfig) -> Optional[d
         if not others:
             continue
         c3 = others[int(rng.integers(len(others)))]
-        # P4: a non-feature region of image 0
-        p4 = None
-        for _ in range(50):
-            s4 = float(scales_pool[int(rng.integers(len(scales_pool)))]) if len(scales_pool) else 2.0
-            half = 12.0 * s4 * (1 + cfg.jitter)
-            if w - 1 - 2 * half <= 0 or h - 1 - 2 * half <= 0:
-                continue
-            x4, y4 = rng.uniform(half, w - 1 - half), rng.uniform(half, h - 1 - half)
-            dist = np.hypot(allxy[:, 0] - x4, allxy[:, 1] - y4)
-            if np.all(dist > 6.0 * s4 + 3.0 * sig):  # no SIFT region touches the crop support
-                p4 = (x4, y4, s4)
-                break
+        p4 = _non_feature_region(rng, allxy, sig, scales_pool, w, h, cfg)
         if p4 is None:
             continue
         x0, y0 = allxy[i]
-        P1, xy1 = jittered(x0, y0, sig[i], lv0)
-        P2, xy2 = jittered(x1, y1, s1, lv1)
-        P3, xy3 = jittered(c3[1], c3[2], c3[3], lv1)
-        P4, xy4 = jittered(p4[0], p4[1], p4[2], lv0)
-        out["P"].append(np.stack([P1, P2, P3, P4]))
-        out["xy"].append(np.stack([xy1, xy2, xy3, xy4]))
-        out["angle"].append([ang[i], a1, c3[4], 0.0])
-        out["sigma"].append([sig[i], s1, c3[3], p4[2]])
+        _append(out, rng, cfg, [(lv0, x0, y0, sig[i], ang[i]), (lv1, x1, y1, s1, a1),
+                                (lv1, c3[1], c3[2], c3[3], c3[4]), (lv0, p4[0], p4[1], p4[2], 0.0)])
+    return _stacked(out)
+
+
+def _jittered(rng: np.random.Generator, cfg: LIFTPatchConfig, lv, cx: float, cy: float,
+              s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Patch around a centre jittered by up to ``cfg.jitter`` of the half patch, and the
+    keypoint's position in P's ``[-1, 1]`` coordinates (align corners: pixel i -> i / 63.5 - 1)."""
+    j = rng.uniform(-cfg.jitter, cfg.jitter, 2) * 12.0 * s
+    p = extract_patch(lv, cx + j[0], cy + j[1], s)
+    xy = -j / (s * SUPPORT / PATCH) / ((PATCH - 1) / 2)
+    return p, xy
+
+
+def _non_feature_region(rng: np.random.Generator, allxy: np.ndarray, sig: np.ndarray, scales_pool: np.ndarray,
+                        w: int, h: int, cfg: LIFTPatchConfig) -> Optional[tuple[float, float, float]]:
+    """P4: ``(x, y, sigma)`` of a region whose crop support no SIFT region touches, or None."""
+    for _ in range(50):
+        s4 = float(scales_pool[int(rng.integers(len(scales_pool)))]) if len(scales_pool) else 2.0
+        half = 12.0 * s4 * (1 + cfg.jitter)
+        if w - 1 - 2 * half <= 0 or h - 1 - 2 * half <= 0:
+            continue
+        x4, y4 = rng.uniform(half, w - 1 - half), rng.uniform(half, h - 1 - half)
+        dist = np.hypot(allxy[:, 0] - x4, allxy[:, 1] - y4)
+        if np.all(dist > 6.0 * s4 + 3.0 * sig):
+            return x4, y4, s4
+    return None
+
+
+def _append(out: dict, rng: np.random.Generator, cfg: LIFTPatchConfig, points: list) -> None:
+    """Cut the four jittered patches of one quadruplet (``points``: ``(levels, x, y, sigma,
+    angle)`` for P1..P4) into ``out``."""
+    ps, xys = zip(*(_jittered(rng, cfg, lv, x, y, s) for lv, x, y, s, _ in points))
+    out["P"].append(np.stack(ps))
+    out["xy"].append(np.stack(xys))
+    out["angle"].append([a for *_, a in points])
+    out["sigma"].append([s for _, _, _, s, _ in points])
+
+
+def _stacked(out: dict) -> Optional[dict]:
     if not out["P"]:
         return None
     return {"P": (np.clip(np.stack(out["P"]), 0, 1) * 255).round().astype(np.uint8),
             "xy": np.asarray(out["xy"], np.float32), "angle": np.asarray(out["angle"], np.float32),
             "sigma": np.asarray(out["sigma"], np.float32)}
+
+
+def _gray01(path) -> np.ndarray:
+    from ..image import read_image
+
+    img = read_image(path)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    return img.mean(-1) if img.ndim == 3 else img
+
+
+def _sift(g: np.ndarray, cfg: LIFTPatchConfig):
+    """OpenCV SIFT on a [0, 1] grey image: ``xy (K, 2)`` (featmatch pixel centres), ``sigma``,
+    ``angle`` (radians) and descriptors."""
+    import cv2
+
+    sift = cv2.SIFT_create(nfeatures=cfg.sift_features, contrastThreshold=cfg.contrast_threshold)
+    kps, desc = sift.detectAndCompute((g * 255).round().astype(np.uint8), None)
+    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2) - 0.25  # see pair_quadruplets
+    sig = np.array([k.size / 2 for k in kps], np.float64)
+    ang = np.radians(np.array([k.angle for k in kps], np.float64))
+    return xy, sig, ang, desc
+
+
+def verified_matches(xy0: np.ndarray, d0: np.ndarray, xy1: np.ndarray, d1: np.ndarray, K0: np.ndarray,
+                     K1: np.ndarray, T_0to1: np.ndarray, *, ratio: float = 0.8, max_epipolar_px: float = 1.0) -> np.ndarray:
+    """SIFT matches that pass the ratio test both ways, are mutual nearest neighbours and agree
+    with the ground-truth epipolar geometry (Sampson error at most ``max_epipolar_px``).
+
+    Shape: ``xy0 (K0, 2)``, ``d0 (K0, 128)``, ... -> index pairs ``(M, 2)`` int64.
+    """
+    from ..eval.metrics import epipolar_errors
+
+    if d0 is None or d1 is None or len(d0) < 2 or len(d1) < 2:
+        return np.zeros((0, 2), np.int64)
+    a = torch.from_numpy(np.asarray(d0, np.float32))
+    b = torch.from_numpy(np.asarray(d1, np.float32))
+    dist = torch.cdist(a, b)
+    v01, i01 = dist.topk(2, dim=1, largest=False)
+    v10, i10 = dist.topk(2, dim=0, largest=False)
+    i = torch.arange(len(a))
+    j = i01[:, 0]
+    keep = (i10[0, j] == i) & (v01[:, 0] < ratio * v01[:, 1]) & (v10[0, j] < ratio * v10[1, j])
+    m = torch.stack([i[keep], j[keep]], 1).numpy().astype(np.int64)
+    if len(m) == 0:
+        return m
+    err = epipolar_errors(xy0[m[:, 0]], xy1[m[:, 1]], T_0to1, K0, K1, kind="sampson")
+    return m[np.nan_to_num(err, nan=np.inf) <= max_epipolar_px]
+
+
+def real_pair_quadruplets(image0, image1, K0: np.ndarray, K1: np.ndarray, T_0to1: np.ndarray, index: int,
+                          cfg: LIFTPatchConfig = LIFTPatchConfig(), *, ratio: float = 0.8, max_epipolar_px: float = 1.0,
+                          max_per_pair: int = 400, both_directions: bool = True) -> tuple[Optional[dict], int]:
+    """Quadruplets from a real image pair with a known relative pose (the paper's real
+    viewpoint and illumination changes): P1 / P2 are the two SIFT keypoints of a
+    :func:`verified_matches` match, each with its own detected scale and orientation (as the
+    paper's SfM points); P3 another SIFT keypoint of the second image at least 12 sigma from
+    P2; P4 a non-feature region of the first image. With ``both_directions`` the pair is used
+    0 -> 1 and 1 -> 0. Returns ``(quadruplets or None, number of verified matches)``.
+    """
+    rng = np.random.default_rng([cfg.seed, 11, int(index)])
+    g = [_gray01(image0), _gray01(image1)]
+    kp = [_sift(x, cfg) for x in g]
+    m = verified_matches(kp[0][0], kp[0][3], kp[1][0], kp[1][3], np.asarray(K0, np.float64),
+                         np.asarray(K1, np.float64), np.asarray(T_0to1, np.float64),
+                         ratio=ratio, max_epipolar_px=max_epipolar_px)
+    levels = [_pyramid(x) for x in g]
+    out = {"P": [], "xy": [], "angle": [], "sigma": []}
+    for a, b in ((0, 1), (1, 0)) if both_directions else ((0, 1),):
+        (xa, sa, aa, _), (xb, sb, ab, _) = kp[a], kp[b]
+        (ha, wa), (hb, wb) = g[a].shape, g[b].shape
+
+        def inside(x, y, s, w, h):
+            half = 12.0 * s * (1 + cfg.jitter)
+            return cfg.min_sigma <= s <= cfg.max_sigma and half <= x <= w - 1 - half and half <= y <= h - 1 - half
+
+        ok_b = np.array([inside(*xb[k], sb[k], wb, hb) for k in range(len(xb))], bool)
+        pool = sa[(sa >= cfg.min_sigma) & (sa <= cfg.max_sigma)]
+        mm = m if a == 0 else m[:, ::-1]
+        mm = [(i, j) for i, j in mm if inside(*xa[i], sa[i], wa, ha) and ok_b[j]]
+        made = 0
+        for t in rng.permutation(len(mm)):
+            if made >= max_per_pair:
+                break
+            i, j = mm[t]
+            far = np.flatnonzero(ok_b & (np.hypot(xb[:, 0] - xb[j, 0], xb[:, 1] - xb[j, 1]) > 12.0 * sb[j]))
+            if len(far) == 0:
+                continue
+            k = int(far[int(rng.integers(len(far)))])
+            p4 = _non_feature_region(rng, xa, sa, pool, wa, ha, cfg)
+            if p4 is None:
+                continue
+            _append(out, rng, cfg, [(levels[a], xa[i, 0], xa[i, 1], sa[i], aa[i]),
+                                    (levels[b], xb[j, 0], xb[j, 1], sb[j], ab[j]),
+                                    (levels[b], xb[k, 0], xb[k, 1], sb[k], ab[k]),
+                                    (levels[a], p4[0], p4[1], p4[2], 0.0)])
+            made += 1
+    return _stacked(out), int(len(m))
+
+
+def build_real_patch_set(pairs: Sequence, out: Union[str, Path], cfg: LIFTPatchConfig = LIFTPatchConfig(), **kw) -> dict:
+    """Quadruplets from real pairs with known poses (``pairs``: :class:`featmatch.eval.data.PosePair`
+    items, e.g. ``pose_pairs(root)``), written to ``out`` (``.npz``, atomically, the
+    :func:`build_patch_set` layout). ``kw`` go to :func:`real_pair_quadruplets`.
+    Returns ``{"quadruplets", "pairs", "matches"}`` (matches: verified, summed over pairs).
+    """
+    from ..io import atomic_path
+
+    parts, matches = [], 0
+    for k, pr in enumerate(pairs):
+        q, n = real_pair_quadruplets(pr.image0, pr.image1, pr.K0, pr.K1, pr.T_0to1, k, cfg, **kw)
+        matches += n
+        log.info("%s: %d verified matches -> %d quadruplets", pr.key, n, 0 if q is None else len(q["P"]))
+        if q is not None:
+            parts.append(q)
+    if not parts and matches == 0:
+        raise FeatmatchError(f"no quadruplets from {len(pairs)} real pairs: no SIFT match agrees with the "
+                             "ground-truth poses (check K and T_0to1, or raise max_epipolar_px)")
+    if not parts:
+        raise FeatmatchError(f"no quadruplets from {len(pairs)} real pairs: their {matches} verified matches lie "
+                             "too close to the image borders or outside min_sigma..max_sigma")
+    data = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    with atomic_path(Path(out)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **data)
+    return {"quadruplets": int(len(data["P"])), "pairs": len(pairs), "matches": matches}
 
 
 def build_patch_set(files: Sequence[Union[str, Path]], out: Union[str, Path], count: int,
@@ -230,21 +370,26 @@ def build_patch_set(files: Sequence[Union[str, Path]], out: Union[str, Path], co
 
 
 class LIFTQuadruplets(Dataset):
-    """Quadruplets of a patch set written by :func:`build_patch_set` (item ``i`` is
-    quadruplet ``i mod N``).
+    """Quadruplets of a patch set written by :func:`build_patch_set` or
+    :func:`build_real_patch_set`, or of several concatenated (item ``i`` is quadruplet ``i mod N``).
 
     Item: ``P (4, 1, 128, 128)`` float in [0, 1], ``xy (4, 2)``, ``angle (4,)``, ``index``.
     """
 
-    def __init__(self, path: Union[str, Path, dict]):
+    def __init__(self, path: Union[str, Path, dict, Sequence[Union[str, Path]]]):
         if isinstance(path, dict):
             d = path
         else:
-            p = Path(path)
-            if not p.is_file():
-                raise FeatmatchError(f"LIFT patch set not found: {p} (build it with build_patch_set)")
-            with np.load(p) as z:
-                d = {k: z[k] for k in ("P", "xy", "angle")}
+            paths = [path] if isinstance(path, (str, Path)) else list(path)
+            parts = []
+            for p in map(Path, paths):
+                if not p.is_file():
+                    raise FeatmatchError(f"LIFT patch set not found: {p} (build it with build_patch_set)")
+                with np.load(p) as z:
+                    parts.append({k: z[k] for k in ("P", "xy", "angle")})
+            if not parts:
+                raise FeatmatchError("no LIFT patch set given")
+            d = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
         if d["P"].ndim != 4 or d["P"].shape[1:] != (4, PATCH, PATCH):
             raise FeatmatchError(f"LIFT patch set: P has shape {d['P'].shape}, expected (N, 4, 128, 128)")
         self.P = torch.from_numpy(np.ascontiguousarray(d["P"]))

@@ -233,8 +233,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_run(args: argparse.Namespace):
-    """Trainer of one LIFT stage. ``--images``: a patch set (.npz from
-    :func:`featmatch.data.lift_patches.build_patch_set`) or a photo folder (a patch set of
+    """Trainer of one LIFT stage. ``--images``: patch sets (.npz from
+    :func:`featmatch.data.lift_patches.build_patch_set` / ``build_real_patch_set``, several
+    comma-separated are concatenated) or a photo folder (a patch set of
     20,000 quadruplets is built into ``OUT/patches.npz`` first)."""
     from ...data.lift_patches import LIFTPatchConfig, LIFTQuadruplets, build_patch_set
     from ..trainer import Trainer, TrainConfig
@@ -256,8 +257,8 @@ def build_run(args: argparse.Namespace):
             build_patch_set(val_files, out / "val_patches.npz", 500, LIFTPatchConfig(seed=args.seed + 1))
         train = LIFTQuadruplets(out / "patches.npz")
         val = LIFTQuadruplets(args.val_patches or out / "val_patches.npz")
-    elif src.suffix == ".npz":
-        train = LIFTQuadruplets(src)
+    elif all(Path(f).suffix == ".npz" for f in str(args.images).split(",")):
+        train = LIFTQuadruplets(str(args.images).split(","))
         if args.val_patches:
             val = LIFTQuadruplets(args.val_patches)
         else:
@@ -267,7 +268,7 @@ def build_run(args: argparse.Namespace):
             train = LIFTQuadruplets({"P": train.P[:-k].numpy(), "xy": train.xy[:-k].numpy(),
                                      "angle": train.angle[:-k].numpy()})
     else:
-        raise UsageError(f"--images for lift must be a photo folder or a patch set .npz, got {src}")
+        raise UsageError(f"--images for lift must be a photo folder or patch sets (.npz, comma-separated), got {src}")
     torch.manual_seed(args.seed)
     net = LIFTNet()
     if args.start and not args.resume:
@@ -295,7 +296,7 @@ def build_run(args: argparse.Namespace):
     cfg = TrainConfig(steps=args.steps, batch_size=batch, lr=args.lr, warmup_steps=args.warmup, grad_clip=args.grad_clip,
                       weight_decay=0.0, val_every=args.val_every, ckpt_every=args.ckpt_every, num_workers=args.workers,
                       device=args.device, amp=args.amp, seed=args.seed, keep_best=keep_best)
-    meta = {"method": "lift", "stage": args.stage, "patches": src.name, "train_quadruplets": train.size,
+    meta = {"method": "lift", "stage": args.stage, "patches": ",".join(Path(f).name for f in str(args.images).split(",")), "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
             "pairs_per_step": pairs, "pretrain_steps": pre if args.stage in ("ori", "det") else None,
             "det_init": getattr(args, "det_init", None) if args.stage == "det" else None}
