@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import load_images  # noqa: E402
 
 import featmatch  # noqa: E402
-from featmatch.models.lift import scale_space_nms  # noqa: E402,F401
+from featmatch.models.lift import LIFTConfig, scale_space_nms  # noqa: E402,F401
 
 
 def stages(model, x: torch.Tensor) -> dict:
@@ -62,10 +62,13 @@ def stages(model, x: torch.Tensor) -> dict:
         t["NMS+refine" + k] = max(t["detect" + k] - t["pyramid+DET" + k], 0.0)
     octaves = int(math.floor(math.log2(max(float(sigma.max()) * 24 / 128, 1.0)))) + 1 if len(sigma) else 1
     pyr = model.image_pyramid(g, octaves)
+    bs = model.config.batch_size  # patches per network call, as LIFT.describe runs them
+    chunks = [slice(i, i + bs) for i in range(0, len(xy), bs)]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.use_bf16(x.device)):
-        ang = timed("ORI", lambda: model.net.orientation(model.sample_patches(pyr, xy, sigma)).float()
-                    if len(xy) else None)
-        timed("DESC", lambda: model.net.descriptor(model.sample_patches(pyr, xy, sigma, ang)) if len(xy) else None)
+        ang = timed("ORI", lambda: torch.cat([model.net.orientation(model.sample_patches(pyr, xy[c], sigma[c])).float()
+                                              for c in chunks]) if len(xy) else None)
+        timed("DESC", lambda: [model.net.descriptor(model.sample_patches(pyr, xy[c], sigma[c], ang[c]))
+                               for c in chunks] if len(xy) else None)
     f = timed("total", lambda: model.extract(x))
     t["keypoints"] = len(f)
     return t
@@ -78,6 +81,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--weights", default=None, help="a LIFT model.pt (default: the installed checkpoint, else random)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[LIFTConfig().batch_size],
+                    help="patches per ORI / DESC batch to compare (default: the config's)")
     args = ap.parse_args()
     imgs = load_images(Path(args.images), args.n_images)
     try:
@@ -85,8 +90,11 @@ def main() -> int:
     except featmatch.errors.FeatmatchError:
         print("(no LIFT weights: random weights; the keypoint count, hence ORI/DESC time, may differ)")
         base = featmatch.load("lift", pretrained=False)
-    variants = {"float32": featmatch.load("lift", pretrained=False, bf16=False),
-                "bf16": featmatch.load("lift", pretrained=False, bf16=True)}
+    variants = {}
+    for bs in args.batch_sizes:
+        tag = "" if len(args.batch_sizes) == 1 else f", batch {bs}"
+        variants[f"float32{tag}"] = featmatch.load("lift", pretrained=False, bf16=False, batch_size=bs)
+        variants[f"bf16{tag}"] = featmatch.load("lift", pretrained=False, bf16=True, batch_size=bs)
     for v in variants.values():
         v.load_state_dict(base.state_dict())
     sift = featmatch.load("sift", pretrained=False)

@@ -392,7 +392,7 @@ class LIFTConfig:
     refine: bool = True  # sub-pixel / sub-scale refinement (quadratic fit, edge test)
     edge_threshold: float = 10.0  # edge test tr^2/det < (e+1)^2/e (with refine)
     detection_threshold: float = -1e9  # minimum detector score (signed: the detector's scores can be negative)
-    batch_size: int = 512  # patches per ORI / DESC batch
+    batch_size: int = 64  # patches per ORI / DESC call (small: activations stay in cache, see docs/lift.md)
     # bfloat16 autocast for the networks at inference (~1e-2 relative error, 2-4x faster
     # convolutions on CPUs with native bf16); None: on when the CPU has it (oneDNN bf16)
     bf16: Optional[bool] = None
