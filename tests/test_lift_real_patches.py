@@ -107,3 +107,21 @@ def test_train_lift_on_concatenated_patch_sets(tmp_path):
     bad = subprocess.run(cmd[:8] + [f"{tmp_path / 'a.npz'},{tmp_path}"] + cmd[9:-1] + [str(tmp_path / "run2")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_training_order_is_a_seeded_permutation_per_pass():
+    n = 10
+    d = {"P": np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(128, 2).repeat(128, 3),
+         "xy": np.zeros((n, 4, 2), np.float32), "angle": np.zeros((n, 4), np.float32)}
+    plain = LIFTQuadruplets(d)
+    assert [int(plain[i]["P"][0, 0, 0, 0] * 255) for i in range(12)] == list(range(10)) + [0, 1]
+    a, b = LIFTQuadruplets(d, shuffle_seed=0), LIFTQuadruplets(d, shuffle_seed=0)
+
+    def ids(ds, lo, hi):
+        return [round(float(ds[i]["P"][0, 0, 0, 0]) * 255) for i in range(lo, hi)]
+
+    first, second = ids(a, 0, n), ids(a, n, 2 * n)
+    assert sorted(first) == sorted(second) == list(range(n))  # every quadruplet once per pass
+    assert first != list(range(n)) and first != second  # shuffled, anew each pass
+    assert ids(b, n, 2 * n) + ids(b, 0, n) == second + first  # a pure function of the index
+    assert ids(LIFTQuadruplets(d, shuffle_seed=1), 0, n) != first

@@ -371,12 +371,17 @@ def build_patch_set(files: Sequence[Union[str, Path]], out: Union[str, Path], co
 
 class LIFTQuadruplets(Dataset):
     """Quadruplets of a patch set written by :func:`build_patch_set` or
-    :func:`build_real_patch_set`, or of several concatenated (item ``i`` is quadruplet ``i mod N``).
+    :func:`build_real_patch_set`, or of several concatenated. Item ``i`` is quadruplet
+    ``i mod N`` of the stored order, or, with ``shuffle_seed``, of a permutation drawn anew for
+    every pass ``i // N`` (a pure function of seed and index: resumable, worker-independent).
+    Stored sets are grouped by image pair (and concatenated sets by file), so training shuffles.
 
     Item: ``P (4, 1, 128, 128)`` float in [0, 1], ``xy (4, 2)``, ``angle (4,)``, ``index``.
     """
 
-    def __init__(self, path: Union[str, Path, dict, Sequence[Union[str, Path]]]):
+    def __init__(self, path: Union[str, Path, dict, Sequence[Union[str, Path]]], shuffle_seed: Optional[int] = None):
+        self.shuffle_seed = shuffle_seed
+        self._perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
         if isinstance(path, dict):
             d = path
         else:
@@ -403,7 +408,18 @@ class LIFTQuadruplets(Dataset):
     def size(self) -> int:
         return int(self.P.shape[0])
 
+    def order(self, epoch: int) -> torch.Tensor:
+        """Quadruplet order of pass ``epoch`` over the set (a seeded permutation, or the stored
+        order without ``shuffle_seed``)."""
+        if self.shuffle_seed is None:
+            return torch.arange(self.size)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(int(self.shuffle_seed) * 1_000_003 + int(epoch))
+            self._perm = (epoch, torch.randperm(self.size, generator=g))
+        return self._perm[1]
+
     def __getitem__(self, index: int) -> dict:
-        i = int(index) % self.size
+        epoch, j = divmod(int(index), self.size)
+        i = j if self.shuffle_seed is None else int(self.order(epoch)[j])
         return {"P": self.P[i, :, None].float() / 255.0, "xy": self.xy[i], "angle": self.angle[i],
                 "index": torch.tensor(int(index))}

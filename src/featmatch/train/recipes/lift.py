@@ -255,10 +255,10 @@ def build_run(args: argparse.Namespace):
             build_patch_set(train_files, out / "patches.npz", 20000, LIFTPatchConfig(seed=args.seed))
         if not args.val_patches and not (out / "val_patches.npz").exists():
             build_patch_set(val_files, out / "val_patches.npz", 500, LIFTPatchConfig(seed=args.seed + 1))
-        train = LIFTQuadruplets(out / "patches.npz")
+        train = LIFTQuadruplets(out / "patches.npz", shuffle_seed=args.seed)
         val = LIFTQuadruplets(args.val_patches or out / "val_patches.npz")
     elif all(Path(f).suffix == ".npz" for f in str(args.images).split(",")):
-        train = LIFTQuadruplets(str(args.images).split(","))
+        train = LIFTQuadruplets(str(args.images).split(","), shuffle_seed=args.seed)
         if args.val_patches:
             val = LIFTQuadruplets(args.val_patches)
         else:
@@ -266,7 +266,7 @@ def build_run(args: argparse.Namespace):
             val = LIFTQuadruplets({"P": train.P[-k:].numpy(), "xy": train.xy[-k:].numpy(),
                                    "angle": train.angle[-k:].numpy()})
             train = LIFTQuadruplets({"P": train.P[:-k].numpy(), "xy": train.xy[:-k].numpy(),
-                                     "angle": train.angle[:-k].numpy()})
+                                     "angle": train.angle[:-k].numpy()}, shuffle_seed=args.seed)
     else:
         raise UsageError(f"--images for lift must be a photo folder or patch sets (.npz, comma-separated), got {src}")
     torch.manual_seed(args.seed)
