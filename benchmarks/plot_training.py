@@ -16,8 +16,14 @@ def read(run: Path) -> tuple[list, list]:
     steps, vals = [], []
     for line in (run / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
-        (vals if "val" in r else steps).append(r)
-    return steps, vals
+        if "val" in r:
+            vals.append(r)
+        elif "loss" in r:  # training steps; skips the end-of-run summary line
+            steps.append(r)
+    # a resumed run logs the steps after its last checkpoint again: keep the last record per step
+    steps = list({r["step"]: r for r in steps}.values())
+    vals = list({r["step"]: r for r in vals}.values())
+    return sorted(steps, key=lambda r: r["step"]), sorted(vals, key=lambda r: r["step"])
 
 
 def main() -> None:
