@@ -108,27 +108,19 @@ def pair_quadruplets(pair: dict, index: int, cfg: LIFTPatchConfig) -> Optional[d
     Returns arrays ``P (K, 4, 128, 128)`` uint8, ``xy (K, 4, 2)``, ``angle (K, 4)``,
     ``sigma (K, 4)`` float32.
     """
-    import cv2
-
     rng = np.random.default_rng([cfg.seed, 7, int(index)])
     g0 = pair["image0"].mean(0).numpy().astype(np.float32)
     g1 = pair["image1"].mean(0).numpy().astype(np.float32)
     valid1 = pair["valid1"].numpy().astype(np.uint8)
     H = pair["H_0to1"].numpy().astype(np.float64)
     h, w = g0.shape
-    sift = cv2.SIFT_create(nfeatures=cfg.sift_features, contrastThreshold=cfg.contrast_threshold)
-    kps = sift.detect((g0 * 255).round().astype(np.uint8), None)
-    if len(kps) < 3:
+    allxy, sig, ang, _ = _sift(g0, cfg, describe=False)
+    if len(allxy) < 3:
         return None
-    allxy = np.array([k.pt for k in kps], np.float64)
-    # OpenCV's first octave is built by doubling the image: its points are off by +0.25 px
-    allxy -= 0.25
-    sig = np.array([k.size / 2 for k in kps], np.float64)
-    ang = np.radians(np.array([k.angle for k in kps], np.float64))
     lv0, lv1 = _pyramid(g0), _pyramid(g1)
     # valid1 shrunk so that a patch whose corners and centre are valid has content
     cands = []
-    for i in range(len(kps)):
+    for i in range(len(allxy)):
         s = sig[i]
         if not (cfg.min_sigma <= s <= cfg.max_sigma):
             continue
@@ -223,14 +215,16 @@ def _gray01(path) -> np.ndarray:
     return img.mean(-1) if img.ndim == 3 else img
 
 
-def _sift(g: np.ndarray, cfg: LIFTPatchConfig):
+def _sift(g: np.ndarray, cfg: LIFTPatchConfig, describe: bool = True):
     """OpenCV SIFT on a [0, 1] grey image: ``xy (K, 2)`` (featmatch pixel centres), ``sigma``,
-    ``angle`` (radians) and descriptors."""
+    ``angle`` (radians) and descriptors (None without ``describe``)."""
     import cv2
 
     sift = cv2.SIFT_create(nfeatures=cfg.sift_features, contrastThreshold=cfg.contrast_threshold)
-    kps, desc = sift.detectAndCompute((g * 255).round().astype(np.uint8), None)
-    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2) - 0.25  # see pair_quadruplets
+    u8 = (g * 255).round().astype(np.uint8)
+    kps, desc = sift.detectAndCompute(u8, None) if describe else (sift.detect(u8, None), None)
+    # OpenCV's first octave is built by doubling the image: its points are off by +0.25 px
+    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2) - 0.25
     sig = np.array([k.size / 2 for k in kps], np.float64)
     ang = np.radians(np.array([k.angle for k in kps], np.float64))
     return xy, sig, ang, desc
@@ -244,18 +238,13 @@ def verified_matches(xy0: np.ndarray, d0: np.ndarray, xy1: np.ndarray, d1: np.nd
     Shape: ``xy0 (K0, 2)``, ``d0 (K0, 128)``, ... -> index pairs ``(M, 2)`` int64.
     """
     from ..eval.metrics import epipolar_errors
+    from ..ops.mnn import mutual_nn
 
     if d0 is None or d1 is None or len(d0) < 2 or len(d1) < 2:
         return np.zeros((0, 2), np.int64)
-    a = torch.from_numpy(np.asarray(d0, np.float32))
-    b = torch.from_numpy(np.asarray(d1, np.float32))
-    dist = torch.cdist(a, b)
-    v01, i01 = dist.topk(2, dim=1, largest=False)
-    v10, i10 = dist.topk(2, dim=0, largest=False)
-    i = torch.arange(len(a))
-    j = i01[:, 0]
-    keep = (i10[0, j] == i) & (v01[:, 0] < ratio * v01[:, 1]) & (v10[0, j] < ratio * v10[1, j])
-    m = torch.stack([i[keep], j[keep]], 1).numpy().astype(np.int64)
+    i, j, _ = mutual_nn(torch.from_numpy(np.asarray(d0, np.float32)), torch.from_numpy(np.asarray(d1, np.float32)),
+                        metric="l2", ratio=ratio, mutual=True)
+    m = torch.stack([i, j], 1).numpy().astype(np.int64)
     if len(m) == 0:
         return m
     err = epipolar_errors(xy0[m[:, 0]], xy1[m[:, 1]], T_0to1, K0, K1, kind="sampson")

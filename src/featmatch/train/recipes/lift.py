@@ -243,6 +243,7 @@ def build_run(args: argparse.Namespace):
     if args.stage is None:
         raise UsageError("featmatch train lift needs --stage desc|ori|det")
     src = Path(args.images)
+    sets = str(args.images).split(",")  # one or more patch sets (.npz)
     out = Path(args.out)
     if src.is_dir():
         from ...data import list_images
@@ -257,8 +258,8 @@ def build_run(args: argparse.Namespace):
             build_patch_set(val_files, out / "val_patches.npz", 500, LIFTPatchConfig(seed=args.seed + 1))
         train = LIFTQuadruplets(out / "patches.npz", shuffle_seed=args.seed)
         val = LIFTQuadruplets(args.val_patches or out / "val_patches.npz")
-    elif all(Path(f).suffix == ".npz" for f in str(args.images).split(",")):
-        train = LIFTQuadruplets(str(args.images).split(","), shuffle_seed=args.seed)
+    elif all(Path(f).suffix == ".npz" for f in sets):
+        train = LIFTQuadruplets(sets, shuffle_seed=args.seed)
         if args.val_patches:
             val = LIFTQuadruplets(args.val_patches)
         else:
@@ -296,7 +297,8 @@ def build_run(args: argparse.Namespace):
     cfg = TrainConfig(steps=args.steps, batch_size=batch, lr=args.lr, warmup_steps=args.warmup, grad_clip=args.grad_clip,
                       weight_decay=0.0, val_every=args.val_every, ckpt_every=args.ckpt_every, num_workers=args.workers,
                       device=args.device, amp=args.amp, seed=args.seed, keep_best=keep_best)
-    meta = {"method": "lift", "stage": args.stage, "patches": ",".join(Path(f).name for f in str(args.images).split(",")), "train_quadruplets": train.size,
+    meta = {"method": "lift", "stage": args.stage, "patches": ",".join(Path(f).name for f in sets),
+            "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
             "pairs_per_step": pairs, "pretrain_steps": pre if args.stage in ("ori", "det") else None,
             "det_init": getattr(args, "det_init", None) if args.stage == "det" else None}
