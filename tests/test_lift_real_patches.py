@@ -83,6 +83,10 @@ def test_build_real_patch_set_writes_and_rejects_wrong_geometry(tmp_path):
     with pytest.raises(FeatmatchError, match="agrees with the ground-truth poses"):
         build_real_patch_set([bad], tmp_path / "x.npz", LIFTPatchConfig(max_sigma=6.0))
     assert not (tmp_path / "x.npz").exists()
+    with pytest.raises(FeatmatchError, match="at least one pair"):
+        build_real_patch_set([], tmp_path / "x.npz")
+    with pytest.raises(FeatmatchError, match="no LIFT patch set given"):
+        LIFTQuadruplets([])
 
 
 def test_train_lift_on_concatenated_patch_sets(tmp_path):

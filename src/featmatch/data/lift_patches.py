@@ -309,6 +309,8 @@ def build_real_patch_set(pairs: Sequence, out: Union[str, Path], cfg: LIFTPatchC
     """
     from ..io import atomic_path
 
+    if not pairs:
+        raise UsageError("build_real_patch_set needs at least one pair (e.g. pose_pairs(ROOT))")
     parts, matches = [], 0
     for k, pr in enumerate(pairs):
         q, n = real_pair_quadruplets(pr.image0, pr.image1, pr.K0, pr.K1, pr.T_0to1, k, cfg, **kw)
