@@ -193,6 +193,27 @@ def test_bf16_inference_is_close_to_float32(lift_random):
     assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
 
 
+def test_bf16_default_follows_hardware_bf16_not_onednn_emulation(monkeypatch):
+    import featmatch.device as dev
+
+    m = featmatch.load("lift", pretrained=False)
+    cpu = torch.device("cpu")
+    # an AVX-512 CPU without BF16: oneDNN would accept bf16 (emulated, ~2x slower) -> float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    assert not dev.cpu_native_bf16() and not m.use_bf16(cpu)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)  # Zen 4
+    assert dev.cpu_native_bf16() and m.use_bf16(cpu)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)  # Sapphire Rapids
+    assert dev.cpu_native_bf16() and not m.use_bf16(torch.device("cuda"))
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older torch without the probes
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert not dev.cpu_native_bf16()
+    assert featmatch.load("lift", pretrained=False, bf16=True).use_bf16(cpu)  # forced either way
+
+
 def test_bad_inputs(lift_random):
     f = lift_random.extract(np.zeros((8, 8), np.uint8))  # too small: empty, no crash
     assert len(f) == 0 and f.descriptors.shape == (0, 128)

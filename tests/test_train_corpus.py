@@ -293,3 +293,26 @@ def test_amp_scope_model_or_whole_loss(tmp_path):
     from featmatch.train.recipes.xfeat import XFeatRecipe
 
     assert LoFTRRecipe.amp_scope == XFeatRecipe.amp_scope == "model"
+
+
+def test_amp_on_a_cpu_without_hardware_bf16_warns(tmp_path, monkeypatch, caplog):
+    from featmatch.train.trainer import TrainConfig, Trainer
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.zeros(3, 4, 4)}
+
+    class Recipe:
+        name = "probe"
+
+    cfg = TrainConfig(steps=1, batch_size=2, warmup_steps=1, val_every=0, ckpt_every=1, amp=True, device="cpu")
+    for native, warned in ((False, True), (True, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="featmatch.train.trainer"):
+            Trainer(torch.nn.Conv2d(3, 2, 3), Recipe(), Data(), tmp_path / str(native), cfg)
+        assert ("without hardware bfloat16" in caplog.text) == warned

@@ -394,7 +394,8 @@ class LIFTConfig:
     detection_threshold: float = -1e9  # minimum detector score (signed: the detector's scores can be negative)
     batch_size: int = 64  # patches per ORI / DESC call (small: activations stay in cache, see docs/lift.md)
     # bfloat16 autocast for the networks at inference (~1e-2 relative error, 2-4x faster
-    # convolutions on CPUs with native bf16); None: on when the CPU has it (oneDNN bf16)
+    # convolutions on CPUs with native bf16); None: on when the CPU has it in hardware
+    # (AVX512-BF16 / AMX: device.cpu_native_bf16; emulated bf16 is ~2x slower than float32)
     bf16: Optional[bool] = None
     resize: Optional[int] = None  # resize so the long side is this many pixels (None: keep)
     max_pixels: int = MAX_PIXELS_DEFAULT  # larger images are downscaled with a warning
@@ -447,10 +448,9 @@ class LIFT(Extractor):
             return bool(self.config.bf16)
         if device.type != "cpu":
             return False
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        from ..device import cpu_native_bf16
+
+        return cpu_native_bf16()  # emulated bf16 (AVX-512 without BF16) is ~2x slower than float32
 
     # -- detection ----------------------------------------------------------------------
     def log2_scales(self, h: int, w: int) -> list[float]:

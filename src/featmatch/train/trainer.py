@@ -216,6 +216,12 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, config))
         amp_cuda = config.amp and self.device.type == "cuda"
+        if config.amp and self.device.type == "cpu":
+            from ..device import cpu_native_bf16
+
+            if not cpu_native_bf16():
+                log.warning("--amp on a CPU without hardware bfloat16 (no AVX512-BF16 / AMX): bf16 is emulated "
+                            "and slower than float32 here (about 2-4x measured); drop --amp on this machine")
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.step = 0
         self.best: Optional[dict] = None  # {"step", "metric", "value"} of RUN/best.pt
