@@ -125,6 +125,20 @@ def test_train_cli_loftr_end_to_end(photos, tmp_path):
 
     m = featmatch.load("loftr.tiny", weights=out / "model.pt")  # the trained weights load strictly
     assert m.config == make_config("loftr.tiny")
-    res = subprocess.run(cmd[:-2] + ["--init", "official", "--out", str(tmp_path / "x")], capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 2 and "no official LoFTR weights" in res.stderr
+
+
+def test_train_loftr_init_official_starts_from_the_shipped_checkpoint(photos, tmp_path):
+    import argparse
+
+    import featmatch
+    from featmatch.train.cli import _add_args, build_loftr_run
+
+    p = argparse.ArgumentParser()
+    _add_args(p)
+    base = ["loftr", "--images", str(photos), "--steps", "2", "--size", "128x96", "--batch-size", "1"]
+    shipped = featmatch.load("loftr.tiny").state_dict()
+    tuned = build_loftr_run(p.parse_args(base + ["--init", "official", "--out", str(tmp_path / "a")]))
+    assert all(torch.equal(tuned.model.state_dict()[k], v.float()) for k, v in shipped.items())
+    assert tuned.cfg.keep_best == "mma@3"  # fine-tuning keeps the best weights, the start included
+    scratch = build_loftr_run(p.parse_args(base + ["--out", str(tmp_path / "b")]))
+    assert not all(torch.equal(scratch.model.state_dict()[k], v.float()) for k, v in shipped.items())

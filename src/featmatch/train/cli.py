@@ -45,7 +45,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out at its last step")
     p.add_argument("--init", choices=("scratch", "official"), default="scratch",
-                   help="official: start from the released weights (xfeat only)")
+                   help="official: start from the released weights (xfeat: the authors'; loftr: the shipped "
+                        "loftr.tiny checkpoint, i.e. fine-tune it)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
@@ -148,14 +149,16 @@ def build_loftr_run(args: argparse.Namespace):
     from .recipes.loftr import LoFTRRecipe, LoFTRRecipeConfig
     from .trainer import Trainer
 
-    if args.init != "scratch":
-        raise UsageError("featmatch has no official LoFTR weights to start from; use --init scratch")
     size = _parse_size(args.size)
     train, val, meta = _datasets(args, size)
     torch.manual_seed(args.seed)
     # the loftr.tiny architecture (TINY) without its inference defaults (TINY_INFERENCE):
     # validation matches the training-size images as they are
     net = LoFTR(LoFTRConfig(**TINY))
+    if args.init == "official" and not args.resume:  # fine-tune the shipped loftr.tiny checkpoint
+        from .. import load
+
+        net.load_state_dict(load("loftr.tiny").state_dict(), strict=True)
     recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss, val_pairs=args.val_pairs), val_set=val)
     meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
     return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
