@@ -88,15 +88,18 @@ def test_subcell_offsets_recover_a_parabola_peak():
     h, w = 6, 9
     peaks = torch.tensor([[3.3, 2.8], [0.0, 4.0], [5.45, 1.5], [8.0, 5.0]])  # (x, y); two on the border
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    maps = torch.stack([-2.0 * (xs - px) ** 2 - 0.5 * (ys - py) ** 2 for px, py in peaks.double()]).reshape(1, 4, h * w)
-    idx = maps.argmax(2)
-    pos = torch.stack([idx % w, idx // w], -1).double()
-    off = subcell_offsets(maps, w, pos)[0]
-    got = pos[0] + off
+    # one-channel "descriptors": the correlation of a query of value 2 with B's map is 2 x the map
+    maps = torch.stack([-2.0 * (xs - px) ** 2 - 0.5 * (ys - py) ** 2 for px, py in peaks.double()])[:, None]
+    idx = maps.reshape(4, -1).argmax(1)
+    pos = torch.stack([idx % w, idx // w], -1).double()[:, None]  # (B=4, N=1, 2)
+    off = subcell_offsets(torch.full((4, 1, 1), 2.0, dtype=torch.float64), maps, pos)[:, 0]
+    got = pos[:, 0] + off
     np.testing.assert_allclose(got[0].numpy(), [3.3, 2.8], atol=1e-9)
     np.testing.assert_allclose(got[2].numpy(), [5.45, 1.5], atol=1e-9)  # a tie in y: offset 0.5 either way
     assert off[1, 0] == 0 and off[3].abs().sum() == 0  # border: no offset along that axis
     np.testing.assert_allclose(got[1, 1].item(), 4.0, atol=1e-9)
+    # a minimum instead of a maximum (the argmax was not a peak): no offset
+    assert subcell_offsets(torch.full((1, 1, 1), -1.0, dtype=torch.float64), maps[:1], pos[:1]).abs().sum() == 0
 
 
 def test_subcell_matches_keep_the_reference_pairs(ref):

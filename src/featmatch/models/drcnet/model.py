@@ -139,6 +139,19 @@ def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: boo
     return prior.reshape(b, n, ho, wo)
 
 
+def query_descriptors(fine_q: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Fine descriptors of query points at ``round(points / 4)``, clamped to the map.
+
+    Shape: fine_q ``(B, C, H, W)``, points ``(B, N, 2)`` (reference image coordinates) -> ``(B, C, N)``.
+    """
+    b, c, hq, wq = fine_q.shape
+    p = torch.round(points / FINE_STRIDE).long()
+    x = p[..., 0].clamp_max(wq - 1)
+    y = p[..., 1].clamp_max(hq - 1)
+    idx = (y * wq + x).unsqueeze(1).expand(-1, c, -1)
+    return torch.gather(fine_q.reshape(b, c, hq * wq), 2, idx)
+
+
 def fine_scores(prior: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Fine score maps of query points: (coarse prior, nearest-upsampled to the target's fine
     grid) x (cosine of the query's fine descriptor, at ``round(points / 4)`` clamped to the
@@ -147,14 +160,10 @@ def fine_scores(prior: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
     Shape: prior ``(B, N, h, w)``, fine_q ``(B, C, Hq, Wq)``, fine_t ``(B, C, Ht, Wt)``,
     points ``(B, N, 2)`` -> ``(B, N, Ht * Wt)``.
     """
-    b, c, hq, wq = fine_q.shape
+    b, c = fine_q.shape[:2]
     ht, wt = fine_t.shape[-2:]
     n = points.shape[1]
-    p = torch.round(points / FINE_STRIDE).long()
-    x = p[..., 0].clamp_max(wq - 1)
-    y = p[..., 1].clamp_max(hq - 1)
-    idx = (y * wq + x).unsqueeze(1).expand(-1, c, -1)
-    desc = torch.gather(fine_q.reshape(b, c, hq * wq), 2, idx)  # (B, C, N)
+    desc = query_descriptors(fine_q, points)  # (B, C, N)
     cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt))  # (B, N, Ht*Wt)
     h, w = prior.shape[-2:]
     if ht == RATIO * h and wt == RATIO * w:  # nearest upsampling by broadcasting (no copy)
@@ -173,27 +182,38 @@ def best_fine(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Ten
     return torch.stack([x, y], -1).to(scores.dtype) * FINE_STRIDE, s
 
 
-def subcell_offsets(scores: torch.Tensor, width: int, pos: torch.Tensor) -> torch.Tensor:
-    """featmatch's sub-cell refinement (not in the paper): a parabola through the argmax of
-    each fine score map and its two neighbours, per axis, gives the peak's offset in fine
-    cells, ``(s[-1] - s[+1]) / (2 (s[-1] - 2 s[0] + s[+1]))`` clamped to +/- 0.5 (0 at the
-    map border or where the three scores are not a maximum).
+def parabola_offsets(lo: torch.Tensor, mid: torch.Tensor, hi: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Peak offset of the parabola through ``(-1, lo), (0, mid), (1, hi)``:
+    ``(lo - hi) / (2 (lo - 2 mid + hi))`` clamped to +/- 0.5; 0 where ``inside`` is False or
+    the three values are not a maximum (curvature >= 0)."""
+    curv = lo - 2 * mid + hi
+    ok = inside & (curv < 0)
+    d = torch.where(ok, (lo - hi) / (2 * torch.where(ok, curv, -torch.ones_like(curv))), torch.zeros_like(curv))
+    return d.clamp(-0.5, 0.5)
 
-    Shape: scores ``(B, N, H*W)``, pos ``(B, N, 2)`` fine cell indices -> ``(B, N, 2)`` offsets.
+
+def subcell_offsets(desc: torch.Tensor, fine_t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """featmatch's sub-cell refinement (not in the paper): per axis, a parabola through the
+    correlation (dot product) of the query's fine descriptor with B's fine descriptors at
+    the matched cell and its two neighbours gives the peak's offset in fine cells
+    (:func:`parabola_offsets`; none at the map border). It fits the raw fine correlation, not
+    the fine scores: those carry the nearest-upsampled coarse prior, which jumps at coarse
+    cell borders (an earlier version fitted the scores; measured worse, docs/drcnet.md).
+
+    Shape: desc ``(B, C, N)`` (:func:`query_descriptors`), fine_t ``(B, C, H, W)``, pos
+    ``(B, N, 2)`` fine cell indices of the matches in B -> ``(B, N, 2)`` offsets ``(dx, dy)``.
     """
-    height = scores.shape[2] // width
+    b, c, h, w = fine_t.shape
+    flat = fine_t.reshape(b, c, h * w)
     x, y = pos[..., 0].long(), pos[..., 1].long()
-    offs = []
-    for axis, (c, n, step) in enumerate(((x, width, 1), (y, height, width))):
-        inside = (c > 0) & (c < n - 1)
-        idx = (y * width + x)[..., None]
-        lo = torch.gather(scores, 2, (idx - step).clamp(0, scores.shape[2] - 1))[..., 0]
-        hi = torch.gather(scores, 2, (idx + step).clamp(0, scores.shape[2] - 1))[..., 0]
-        mid = torch.gather(scores, 2, idx)[..., 0]
-        curv = lo - 2 * mid + hi
-        ok = inside & (curv < 0)
-        d = torch.where(ok, (lo - hi) / (2 * torch.where(ok, curv, -torch.ones_like(curv))), torch.zeros_like(curv))
-        offs.append(d.clamp(-0.5, 0.5))
+
+    def corr_at(xx: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        idx = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).unsqueeze(1).expand(-1, c, -1)
+        return (torch.gather(flat, 2, idx) * desc).sum(1)  # (B, N)
+
+    mid = corr_at(x, y)
+    offs = [parabola_offsets(corr_at(x - 1, y), mid, corr_at(x + 1, y), (x > 0) & (x < w - 1)),
+            parabola_offsets(corr_at(x, y - 1), mid, corr_at(x, y + 1), (y > 0) & (y < h - 1))]
     return torch.stack(offs, -1)
 
 
@@ -237,7 +257,7 @@ def find_matches(corr: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
         ms.append(m)
         ss.append(s)
         if subcell:
-            os_.append(subcell_offsets(sc, wt, m / FINE_STRIDE))
+            os_.append(subcell_offsets(query_descriptors(fine_q, q), fine_t, m / FINE_STRIDE))
     if not ms:
         empty = points.new_zeros(1, 0, 2)
         return empty, points.new_zeros(1, 0), (empty if subcell else None)
@@ -253,8 +273,8 @@ def extract_matches(corr: torch.Tensor, fine_a: torch.Tensor, fine_b: torch.Tens
         fine cell indices ``(K, 2)`` of A and of B as ``(x, y)`` floats, and scores ``(K,)``
         (s_AB + s_BA), best first. Pixel position in featmatch's convention: ``4 i + 1.5``.
         With ``subcell`` (featmatch's option, not the reference's) B's indices carry the
-        sub-cell offsets of the A -> B score maps (:func:`subcell_offsets`); the cycle check
-        and the scores are the reference's.
+        sub-cell offsets of the A -> B fine correlation (:func:`subcell_offsets`); the cycle
+        check and the scores are the reference's.
 
     Shape: corr ``(1, 1, hA, wA, hB, wB)``, fine maps ``(1, C, 4 hA, 4 wA)`` / ``(1, C, 4 hB, 4 wB)``.
     """
