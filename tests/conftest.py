@@ -123,3 +123,15 @@ def _weights_cache_isolation(request, tmp_path_factory, monkeypatch):
 @pytest.fixture
 def tex():
     return textured()
+
+
+@pytest.fixture(scope="session")
+def shifted_pair_dir(tmp_path_factory):
+    """A folder with ``a.png`` (textured, 160x224) and ``b.png`` (it shifted by (16, 8) px)."""
+    import cv2
+
+    d = tmp_path_factory.mktemp("imgs")
+    a = textured(160, 224, seed=7)
+    cv2.imwrite(str(d / "a.png"), a)
+    cv2.imwrite(str(d / "b.png"), np.roll(a, (8, 16), axis=(0, 1)))
+    return d

@@ -10,20 +10,14 @@ import subprocess
 import sys
 
 import cv2
-import numpy as np
 import pytest
 
 from featmatch import cli
-from conftest import textured
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("imgs")
-    a = textured(160, 224, seed=7)
-    cv2.imwrite(str(d / "a.png"), a)
-    cv2.imwrite(str(d / "b.png"), np.roll(a, (8, 16), axis=(0, 1)))
-    return str(d / "a.png"), str(d / "b.png")
+def pair(shifted_pair_dir):
+    return str(shifted_pair_dir / "a.png"), str(shifted_pair_dir / "b.png")
 
 
 def fm(capsys, *args):
