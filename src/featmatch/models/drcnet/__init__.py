@@ -59,8 +59,10 @@ XFEAT = {"backbone": "xfeat", "fpn": "two_heads", "feature_dim": 128}
 #: inference default of the shipped drcnet.xfeat (on top of XFEAT): images matched with their
 #: long side at 1024 px (points in the caller's pixels; 4:3 images then fill max_pixels
 #: exactly). Was 640 (a priori, loftr.tiny's size); 1024 measured better on both dev
-#: benchmarks (homography MHA@3 37.1 vs 34.3, pose AUC@10 73.2 vs 66.4) at ~7x the time
-XFEAT_INFERENCE = {"resize": 1024}
+#: benchmarks (homography MHA@3 37.1 vs 34.3, pose AUC@10 73.2 vs 66.4) at ~7x the time.
+#: subcell (featmatch's parabola on the fine correlation, session 7): pose AUC@10 73.2 -> 76.9
+#: at 1024 (66.4 -> 77.5 at 640), homography MHA@3 34.3 -> 37.1 / MMA@3 42.1 -> 46.4 at 640
+XFEAT_INFERENCE = {"resize": 1024, "subcell": True}
 
 register(
     "drcnet.xfeat",
@@ -71,8 +73,9 @@ register(
         input="RGB or grey float [0, 1], any size (grey for the backbone; resized to multiples of 16)",
         notes=("head + NC (317,617 parameters) trained by featmatch: 340 steps x 4 synthetic homography pairs "
                "(320x256) of 2,245 photos, strong sparse + orthogonality loss, ~55 min on 1 CPU thread; backbone = "
-               "official xfeat.pt (featmatch download xfeat); inference at long side 1024. Dev benchmarks, below SIFT: "
-               "homography MHA@3 37.1% (SIFT 42.9%), MMA@3 49.2% (54.5%); pose AUC@10 73.2% (80.7%). "
+               "official xfeat.pt (featmatch download xfeat); inference at long side 1024 with sub-cell refinement. "
+               "Dev benchmarks, below SIFT: homography MHA@3 37.1% (SIFT 42.9%), MMA@3 49.2% (54.5%) without "
+               "sub-cell; pose AUC@10 76.9% (80.7%). "
                "Recipe and numbers: docs/drcnet.md")),
     config_cls=DRCNetConfig, build=DRCNet, defaults={**XFEAT, **XFEAT_INFERENCE},
 )
