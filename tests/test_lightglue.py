@@ -193,9 +193,11 @@ def fx():
     return np.load(FIXTURES / "lightglue_parity.npz")
 
 
-#: scores: the reference's arithmetic (attention="math") within 1e-5; the default SDPA
-#: cross-attention rounds differently, which nine (ALIKED) / six (XFeat) layers amplify
-TOL = {("aliked", "math"): 1e-5, ("aliked", "sdpa"): 1e-4, ("xfeat", "math"): 1e-5, ("xfeat", "sdpa"): 2e-4}
+#: scores: the reference's arithmetic (attention="math") within 1e-4 (the issue's bound; the
+#: fixtures were made on an AVX-512 CPU, and float32 kernels of another CPU round differently:
+#: up to 6e-5 apart on an Intel Xeon without AVX-512 BF16); the default SDPA cross-attention
+#: rounds differently again, which nine (ALIKED) / six (XFeat) layers amplify
+TOL = {("aliked", "math"): 1e-4, ("aliked", "sdpa"): 1e-4, ("xfeat", "math"): 1e-4, ("xfeat", "sdpa"): 2e-4}
 
 
 @pytest.mark.weights

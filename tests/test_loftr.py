@@ -110,13 +110,15 @@ def test_parity_with_kornia_float64(reference):
 def test_parity_with_kornia_float32_front_door(reference):
     """float32, also through match(): within 1e-4 for confidences; random weights give very
     peaked fine heatmaps that amplify float32 rounding (kornia computes long-sequence linear
-    attention as one GEMM; 6e-6 apart after the coarse transformer) to ~2e-4 px in points1."""
-    ours, a, c, r = _parity(reference, (160, 120), torch.float32, tol_px=1e-3, tol_conf=1e-5, min_matches=25)
+    attention as one GEMM; 6e-6 apart after the coarse transformer) to ~2e-4 px in points1.
+    Confidences agree to ~1e-5; how float32 kernels round depends on the CPU (1.3e-5 on an
+    Intel Xeon), so the bound is the 1e-4 stated above; float64 parity is checked separately."""
+    ours, a, c, r = _parity(reference, (160, 120), torch.float32, tol_px=1e-3, tol_conf=1e-4, min_matches=25)
     m = ours.match(a, c)
     assert len(m) == len(r["keypoints0"])
     assert torch.equal(m.points0, r["keypoints0"])
     assert (m.points1 - r["keypoints1"]).abs().max() <= 1e-3
-    assert (m.scores - r["confidence"]).abs().max() <= 1e-5
+    assert (m.scores - r["confidence"]).abs().max() <= 1e-4
 
 
 @pytest.mark.slow
