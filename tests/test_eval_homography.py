@@ -88,6 +88,21 @@ def test_benchmark_scores_caches_and_reports(hp_root, tmp_path, monkeypatch):
     assert len(list((out / "cache" / "homography").glob("sift-*.h5"))) == 2
 
 
+def test_edited_source_is_not_served_from_the_cache(hp_root, tmp_path, monkeypatch):
+    """Same version number, changed code (an edited checkout): predictions are recomputed."""
+    from featmatch.eval import cache
+
+    out = tmp_path / "out"
+    calls = _count_predictions(monkeypatch)
+    homography.run(["orb"], hp_root, out, max_pairs=2, progress=False, plot=False)
+    homography.run(["orb"], hp_root, out, max_pairs=2, progress=False, plot=False)
+    assert len(calls) == 2
+    assert len(cache.source_digest()) == 12 and cache.software_versions()["featmatch_source"] == cache.source_digest()
+    monkeypatch.setattr(cache, "source_digest", lambda: "0" * 12)
+    homography.run(["orb"], hp_root, out, max_pairs=2, progress=False, plot=False)
+    assert len(calls) == 4 and len(list((out / "cache" / "homography").glob("orb-*.h5"))) == 2
+
+
 def test_partial_run_resumes_and_bad_image_names_path(hp_root, tmp_path, monkeypatch):
     import shutil
 

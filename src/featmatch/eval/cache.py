@@ -1,8 +1,9 @@
 """HDF5 prediction cache: the first loop of every benchmark.
 
 One file per model and configuration, ``<dir>/<model>-<hash>.h5``, where the hash covers
-the model name, its full config (including ``resize`` / ``top_k``), the weights' sha256
-and :data:`CACHE_VERSION`; estimator, thresholds and metrics are *not* part of it, so
+the model name, its full config (including ``resize`` / ``top_k``), the weights' sha256,
+the software versions (featmatch's release *and* a digest of its source files, torch,
+OpenCV) and :data:`CACHE_VERSION`; estimator, thresholds and metrics are *not* part of it, so
 re-scoring never recomputes matches. Inside, one group per pair (``pairs/<quoted key>``)
 holding ``points0``, ``points1`` ``(K, 2)`` float32 and ``scores (K,)``, with attributes
 ``digest`` (sha1 of both image files: a changed image is recomputed), image sizes,
@@ -16,6 +17,7 @@ file HDF5 cannot open is moved aside as ``*.corrupt`` (with a warning) and rebui
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -52,14 +54,28 @@ def _jsonable(x: Any) -> Any:
     return repr(x)
 
 
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """First 12 hex digits of the sha256 over featmatch's own ``.py`` files (relative path
+    and content, sorted): an edited checkout (same version number, changed code) must not
+    reuse predictions made by the old code."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def software_versions() -> dict:
-    """Versions that change predictions: featmatch, torch and OpenCV (classical models)."""
+    """Versions that change predictions: featmatch (release and source digest), torch and
+    OpenCV (classical models)."""
     import cv2
     import torch
 
     from .. import __version__
 
-    return {"featmatch": __version__, "torch": torch.__version__.split("+")[0], "opencv": cv2.__version__}
+    return {"featmatch": __version__, "featmatch_source": source_digest(),
+            "torch": torch.__version__.split("+")[0], "opencv": cv2.__version__}
 
 
 def config_identity(name: str, config: Any, weights_sha256: Optional[str]) -> dict:
