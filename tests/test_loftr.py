@@ -322,6 +322,15 @@ def test_max_pixels_warning_names_the_resized_size(caplog):
     with caplog.at_level(logging.WARNING):
         m._prepare(img, "image0")
     assert "image0: 80x60 image resized to 256x192 has more than 12288 pixels; downscaled to 128x96" in caplog.text
+    # the model's own resize overshooting the cap is said once per model; huge images every time
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        m._prepare(img, "image1")
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):
+        m._prepare(np.zeros((120, 160, 3), np.uint8), "image0")
+        m._prepare(np.zeros((120, 160, 3), np.uint8), "image1")
+    assert caplog.text.count("more than 12288 pixels") == 2 and "image1: 160x120 image resized" in caplog.text
 
 
 def test_blocked_coarse_matching_equals_full():

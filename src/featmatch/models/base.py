@@ -116,8 +116,15 @@ class Model(nn.Module):
         if max_pixels and th * tw > max_pixels:
             size = f"{w}x{h} image" if (th, tw) == (h, w) else f"{w}x{h} image resized to {tw}x{th}"
             th, tw = fit_size(th, tw, max_pixels=max_pixels)
-            log.warning("%s: %s has more than %d pixels; downscaled to %dx%d (set max_pixels to change this)",
-                        name, size, max_pixels, tw, th)
+            # a huge image is named every time; the model's own resize overshooting the cap
+            # (e.g. resize=1024 on a 600x460 photo) is said once per model, then logged at debug
+            level, once = logging.WARNING, ""
+            if h * w <= max_pixels:
+                level = logging.DEBUG if getattr(self, "_resize_cap_warned", False) else logging.WARNING
+                once = "; said once per model for resized images"
+                self._resize_cap_warned = True
+            log.log(level, "%s: %s has more than %d pixels; downscaled to %dx%d (set max_pixels to change this%s)",
+                    name, size, max_pixels, tw, th, once)
         if (th, tw) != (h, w):
             x = resize_image(x, (th, tw), antialias=th < h)
         return x, (w / tw, h / th), (int(w), int(h)), original
