@@ -17,7 +17,9 @@ they see the same machine load):
 * ``total``: ``model.extract`` (includes grey conversion and the Features bookkeeping).
 
 Variants: ``bf16=False`` (float32) and ``bf16=True`` (bfloat16 autocast for the three
-networks; the default on CPUs with native bf16). Reported per stage: median wall-clock ms
+networks; the default on CPUs with native bf16); with ``--plain-layout`` also both with
+``channels_last=False`` (ORI / DESC weights in the contiguous layout instead of the default
+channels-last). Reported per stage: median wall-clock ms
 per image over the repeats and the process CPU ms (with one thread, the work done, little
 affected by other processes; with two it also counts OpenMP spinning); the 1-minute load
 average before and after (a busy machine inflates wall-clock times).
@@ -83,6 +85,8 @@ def main() -> int:
     ap.add_argument("--weights", default=None, help="a LIFT model.pt (default: the installed checkpoint, else random)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[LIFTConfig().batch_size],
                     help="patches per ORI / DESC batch to compare (default: the config's)")
+    ap.add_argument("--plain-layout", action="store_true",
+                    help="also time float32 / bf16 with channels_last=False (the contiguous layout)")
     args = ap.parse_args()
     imgs = load_images(Path(args.images), args.n_images)
     try:
@@ -95,6 +99,10 @@ def main() -> int:
         tag = "" if len(args.batch_sizes) == 1 else f", batch {bs}"
         variants[f"float32{tag}"] = featmatch.load("lift", pretrained=False, bf16=False, batch_size=bs)
         variants[f"bf16{tag}"] = featmatch.load("lift", pretrained=False, bf16=True, batch_size=bs)
+        if args.plain_layout:
+            for dt in ("float32", "bf16"):
+                variants[f"{dt}{tag}, contiguous"] = featmatch.load("lift", pretrained=False, bf16=dt == "bf16",
+                                                                    batch_size=bs, channels_last=False)
     for v in variants.values():
         v.load_state_dict(base.state_dict())
     sift = featmatch.load("sift", pretrained=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import featmatch
-from featmatch.errors import WeightsError
+from featmatch.errors import UsageError, WeightsError
 from featmatch.models.lift import (LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
                                    SubtractiveNorm, crop_patch, ghh, patch_to_det_coords, scale_space_nms)
 from featmatch.ops.softargmax import soft_max_score, softargmax2d
@@ -191,6 +191,24 @@ def test_bf16_inference_is_close_to_float32(lift_random):
         _, d32 = lift_random.describe(g, xy, sigma, torch.zeros(2))
         _, d16 = fast.describe(g, xy, sigma, torch.zeros(2))
     assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
+
+
+def test_channels_last_networks_give_the_same_features(lift_random):
+    """The default channels-last ORI / DESC weights (a speed setting) change nothing but
+    float rounding; loading weights keeps the layout; the option is validated."""
+    assert lift_random.net.descriptor.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = featmatch.load("lift", pretrained=False, channels_last=False, bf16=False, top_k=50)
+    plain.load_state_dict(lift_random.state_dict())
+    assert plain.net.descriptor.conv2.weight.is_contiguous()
+    assert lift_random.net.orientation.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    img = textured(96, 128, seed=7, channels=1)
+    with torch.no_grad():
+        f0, f1 = lift_random.extract(img), plain.extract(img)
+    assert len(f0) > 0 and torch.equal(f0.keypoints, f1.keypoints)
+    assert (f0.descriptors - f1.descriptors).abs().max() < 1e-4
+    assert (f0.orientations - f1.orientations).abs().max() < 1e-3
+    with pytest.raises(UsageError, match="channels_last"):
+        featmatch.load("lift", pretrained=False, channels_last="yes")
 
 
 def test_bf16_default_follows_hardware_bf16_not_onednn_emulation(monkeypatch):
