@@ -50,6 +50,7 @@ class Model(nn.Module):
         super().__init__()
         check_common_options(config, type(self).min_image_side)
         self.config = config
+        self._resize_cap_warned = False  # see _prepare: the resize-overshoots-max_pixels warning is said once
 
     @property
     def device(self) -> torch.device:
@@ -120,7 +121,7 @@ class Model(nn.Module):
             # (e.g. resize=1024 on a 600x460 photo) is said once per model, then logged at debug
             level, once = logging.WARNING, ""
             if h * w <= max_pixels:
-                level = logging.DEBUG if getattr(self, "_resize_cap_warned", False) else logging.WARNING
+                level = logging.DEBUG if self._resize_cap_warned else logging.WARNING
                 once = "; said once per model for resized images"
                 self._resize_cap_warned = True
             log.log(level, "%s: %s has more than %d pixels; downscaled to %dx%d (set max_pixels to change this%s)",

@@ -428,8 +428,6 @@ class LIFT(Extractor):
             raise UsageError(f"scale_nms_levels must be an integer >= 0, got {c.scale_nms_levels!r}")
         if not (is_int(c.batch_size) and c.batch_size >= 1):
             raise UsageError(f"batch_size must be a positive integer, got {c.batch_size!r}")
-        if not isinstance(c.channels_last, bool):
-            raise UsageError(f"channels_last must be true or false, got {c.channels_last!r}")
         self.net = LIFTNet()
         if c.channels_last:  # load_state_dict copies into these tensors, keeping the layout
             self.net.orientation.to(memory_format=torch.channels_last)
