@@ -73,10 +73,12 @@ def test_cli_writes_split_and_reuses_it_on_resume(tree, tmp_path):
 
     args = argparse.Namespace(images=str(tree), out=str(tmp_path / "run"), resume=False, val_split="0.3",
                               split_seed=0, rotation=90.0, jpeg=0.5, val_pairs=4, seed=0, pairs=None,
-                              batch_size=2, init="scratch")
+                              batch_size=2, init="scratch", scale="0.5,2", perspective=0.2)
     train, val, meta = _datasets(args, (64, 64))
     assert (tmp_path / "run" / "split.json").is_file() and meta["val_images"] == 2 and meta["train_images"] == 2
     assert train.config.max_rotation_deg == 90.0 and train.config.jpeg_prob == 0.5
+    assert train.config.scale_range == (0.5, 2.0) and train.config.perspective == 0.2
+    assert val.config.scale_range == (0.5, 2.0) and meta["scale"] == [0.5, 2.0] and meta["perspective"] == 0.2
     assert not set(train.files) & set(val.files)
     extra = tree / "b" / "zz_new.png"  # a photo added later does not change a resumed run's split
     cv2.imwrite(str(extra), textured(100, 100, seed=9))
@@ -86,7 +88,8 @@ def test_cli_writes_split_and_reuses_it_on_resume(tree, tmp_path):
         assert (train2.files, val2.files) == (train.files, val.files)
     finally:
         extra.unlink()
-    for key, bad in (("val_split", "0.9"), ("val_split", "half"), ("rotation", 200.0), ("jpeg", 1.5)):
+    for key, bad in (("val_split", "0.9"), ("val_split", "half"), ("rotation", 200.0), ("jpeg", 1.5),
+                     ("scale", "2"), ("scale", "2,0.5"), ("scale", "0,1"), ("perspective", 0.6)):
         with pytest.raises(UsageError):
             _datasets(argparse.Namespace(**{**vars(args), "resume": False, key: bad}), (64, 64))
 

@@ -44,9 +44,10 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out at its last step")
-    p.add_argument("--init", choices=("scratch", "official"), default="scratch",
-                   help="official: start from the released weights (xfeat: the authors'; loftr: the shipped "
-                        "loftr.tiny checkpoint, i.e. fine-tune it)")
+    p.add_argument("--init", default="scratch",
+                   help="scratch, official or a weights FILE. official: start from the released weights (xfeat: "
+                        "the authors'; loftr: the shipped loftr.tiny checkpoint, i.e. fine-tune it); loftr also "
+                        "takes a loftr.tiny weights file (e.g. an exported earlier run) and fine-tunes that")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
@@ -78,6 +79,10 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-pairs", type=int, default=24, help="held-out synthetic pairs per validation")
     p.add_argument("--rotation", type=float, default=25.0, help="in-plane rotation augmentation, +/- degrees (<= 180)")
     p.add_argument("--jpeg", type=float, default=0.0, help="probability of JPEG re-encoding per image (quality 30-95)")
+    p.add_argument("--scale", default="0.75,1.3",
+                   help="isotropic scale range MIN,MAX of image 1 w.r.t. image 0 (log-uniform)")
+    p.add_argument("--perspective", type=float, default=0.12,
+                   help="perspective corner jitter, fraction of the image size (+/-, < 0.5)")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the training process (default: torch's)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for the network")
     p.add_argument("--log-every", type=int, default=10, help="log period in steps")
@@ -96,6 +101,27 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _parse_scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise UsageError(f"--scale must look like 0.75,1.3 (MIN,MAX), got '{text}'") from None
+    if not 0 < lo <= hi or hi > 10 or lo < 0.1:
+        raise UsageError(f"--scale needs 0.1 <= MIN <= MAX <= 10, got {lo},{hi}")
+    return lo, hi
+
+
+def _check_init(args: argparse.Namespace) -> None:
+    """--init is scratch, official or (loftr) a weights file that exists."""
+    if args.init in ("scratch", "official"):
+        return
+    if args.method != "loftr":
+        raise UsageError(f"--init must be scratch or official for {args.method}, got '{args.init}' "
+                         "(a weights file is accepted for loftr)")
+    if not Path(args.init).is_file():
+        raise UsageError(f"--init: weights file not found: {args.init} (use scratch, official or an existing file)")
+
+
 def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     """Training pairs (synthetic, optionally mixed with depth pairs) and held-out synthetic
     pairs from a fixed split of the photos by file (RUN/split.json, reused on --resume)."""
@@ -110,6 +136,9 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
         raise UsageError(f"--jpeg is a probability in [0, 1], got {args.jpeg}")
     if args.val_pairs < 1:
         raise UsageError(f"--val-pairs must be at least 1, got {args.val_pairs}")
+    scale = _parse_scale(args.scale)
+    if not 0 <= args.perspective < 0.5:
+        raise UsageError(f"--perspective must be in [0, 0.5), got {args.perspective}")
     root = Path(args.images)
     split_path = Path(args.out) / SPLIT_FILE
     if args.resume and split_path.exists():
@@ -118,14 +147,16 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     else:
         train_files, val_files = split_files(list_images(root), root, rule, args.split_seed)
         write_split(split_path, root, train_files, val_files, rule, args.split_seed)
-    aug = {"max_rotation_deg": float(args.rotation), "jpeg_prob": float(args.jpeg)}
+    aug = {"max_rotation_deg": float(args.rotation), "jpeg_prob": float(args.jpeg), "scale_range": scale,
+           "perspective": float(args.perspective)}
     train = SyntheticPairs(train_files, SyntheticConfig(size=size, seed=args.seed, **aug))
     val = SyntheticPairs(val_files, SyntheticConfig(size=size, seed=args.seed + 1_000_003, **aug))
     if args.pairs:
         train = MixedPairs(train, DepthPairs(args.pairs, size=size), args.batch_size, seed=args.seed)
     meta = {"images": str(root.name), "train_images": len(train_files), "val_images": len(val_files),
             "val_split": rule, "split_seed": args.split_seed, "rotation": float(args.rotation), "jpeg": float(args.jpeg),
-            "size": list(size), "init": args.init, "pairs": bool(args.pairs)}
+            "scale": list(scale), "perspective": float(args.perspective),
+            "size": list(size), "init": args.init if args.init in ("scratch", "official") else Path(args.init).name, "pairs": bool(args.pairs)}
     return train, val, meta
 
 
@@ -133,7 +164,7 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
     from .trainer import TrainConfig
 
     auto = None
-    if args.init == "official":  # fine-tuning: never end worse than the start on the validation
+    if args.init != "scratch":  # fine-tuning: never end worse than the start on the validation
         auto = "pose_precision" if getattr(args, "val_pose", None) else "mma@3"
     keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
@@ -155,10 +186,11 @@ def build_loftr_run(args: argparse.Namespace):
     # the loftr.tiny architecture (TINY) without its inference defaults (TINY_INFERENCE):
     # validation matches the training-size images as they are
     net = LoFTR(LoFTRConfig(**TINY))
-    if args.init == "official" and not args.resume:  # fine-tune the shipped loftr.tiny checkpoint
+    if args.init != "scratch" and not args.resume:  # fine-tune the shipped (or a given) loftr.tiny checkpoint
         from .. import load
 
-        net.load_state_dict(load("loftr.tiny").state_dict(), strict=True)
+        weights = None if args.init == "official" else args.init
+        net.load_state_dict(load("loftr.tiny", weights=weights).state_dict(), strict=True)
     recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss, val_pairs=args.val_pairs), val_set=val)
     meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
     return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
@@ -197,6 +229,7 @@ def build_xfeat_run(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise UsageError("--steps must be at least 1")
+    _check_init(args)
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
