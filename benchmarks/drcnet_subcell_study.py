@@ -1,6 +1,7 @@
 """Sub-cell refinements of ``drcnet.xfeat`` compared on one network pass per pair.
 
     OMP_NUM_THREADS=1 python benchmarks/drcnet_subcell_study.py --data ../shared/data/homography --out h.json
+    OMP_NUM_THREADS=1 python benchmarks/drcnet_subcell_study.py --benchmark pose --data ../shared/data/pose --out p.json
 
 Research script (not an API): the network and the reference's cell matching run once per
 pair (memoised), then B's matched fine cell is moved by each refinement in turn, all on the
@@ -14,9 +15,11 @@ fine correlation ``c`` (query descriptor . B's fine descriptors) around the matc
   is not positive);
 * ``soft3``: expectation of softmax(c / 0.02) over the 3x3 window.
 
-Offsets are clamped to half a cell. Scoring is ``featmatch eval homography``'s (its
-``score_pair`` / ``summarize``). Prints per pair the corner error of each variant and at
-the end MHA@1/3/5, AUC@3/10 and MMA@1/3 per variant; ``--out`` keeps every pair's row.
+Offsets are clamped to half a cell. Scoring is ``featmatch eval homography``'s or ``featmatch
+eval pose``'s (their ``score_pair`` / ``summarize``; pose: OpenCV USAC_MAGSAC, 0.5 px). Prints
+per pair the corner error (pose: error in degrees) of each variant and at the end MHA@1/3/5,
+AUC@3/10 and MMA@1/3 (pose: AUC@5/10/20 and Sampson precision) per variant; ``--out`` keeps
+every pair's row.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import time
 import torch
 
 import featmatch
-from featmatch.eval.data import homography_pairs
-from featmatch.eval.homography import score_pair, summarize
+from featmatch.eval import homography as eval_h
+from featmatch.eval import pose as eval_p
+from featmatch.eval.data import homography_pairs, pose_pairs
 from featmatch.eval.predict import _FeatureMemo, _predict_one
 from featmatch.models.drcnet import model as M
 
@@ -123,26 +127,36 @@ def memoise(model) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="homography data root (featmatch eval homography layout)")
+    ap.add_argument("--benchmark", choices=("homography", "pose"), default="homography")
+    ap.add_argument("--data", required=True, help="data root (the `featmatch eval` layout of --benchmark)")
     ap.add_argument("--out", default=None, help="JSON file for every pair's rows")
     args = ap.parse_args()
     model = featmatch.load("drcnet.xfeat", subcell=True)
     memoise(model)
+    hom = args.benchmark == "homography"
+    score_pair = eval_h.score_pair if hom else eval_p.score_pair
     rows: dict = {k: [] for k in VARIANTS}
-    for i, pair in enumerate(homography_pairs(args.data)):
+    for i, pair in enumerate(homography_pairs(args.data) if hom else pose_pairs(args.data)):
         t = time.time()
         for name, fn in VARIANTS.items():
             M.subcell_offsets = fn
             arrays, attrs = _predict_one(model, pair, _FeatureMemo())
             rows[name].append(score_pair({**arrays, **attrs}, pair))
-        errs = {k: round(r[-1]["corner_error"], 2) for k, r in rows.items()}
+        errs = {k: round(r[-1]["corner_error" if hom else "error_deg"], 2) for k, r in rows.items()}
         print(i, pair.key, f"{time.time() - t:.0f}s", errs, flush=True)
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(rows, f)
+    if not hom:
+        print("| variant | AUC@5 / @10 / @20 | P (Sampson 1px) |\n|---|---|---|")
+        for name, r in rows.items():
+            s = eval_p.summarize(r)
+            print(f"| {name} | {100 * s['auc']['5']:.1f} / {100 * s['auc']['10']:.1f} / {100 * s['auc']['20']:.1f} | "
+                  f"{100 * s['precision_sampson']:.1f} |")
+        return
     print("| variant | MHA@1 / @3 / @5 | AUC@3 / @10 | MMA@1 / @3 |\n|---|---|---|---|")
     for name, r in rows.items():
-        s = summarize(r)
+        s = eval_h.summarize(r)
         print(f"| {name} | {100 * s['mha']['1']:.1f} / {100 * s['mha']['3']:.1f} / {100 * s['mha']['5']:.1f} | "
               f"{100 * s['auc']['3']:.1f} / {100 * s['auc']['10']:.1f} | {100 * s['mma']['1']:.1f} / {100 * s['mma']['3']:.1f} |")
 
