@@ -142,20 +142,21 @@ def test_train_loftr_init_official_starts_from_the_shipped_checkpoint(photos, tm
     assert tuned.cfg.keep_best == "mma@3"  # fine-tuning keeps the best weights, the start included
     scratch = build_loftr_run(p.parse_args(base + ["--out", str(tmp_path / "b")]))
     assert not all(torch.equal(scratch.model.state_dict()[k], v.float()) for k, v in shipped.items())
-    # --init FILE fine-tunes a given loftr.tiny weights file (e.g. an earlier run's export)
+    # --start FILE fine-tunes a given loftr.tiny weights file (e.g. an earlier run's export)
     torch.save(scratch.model.state_dict(), tmp_path / "earlier.pt")
-    again = build_loftr_run(p.parse_args(base + ["--init", str(tmp_path / "earlier.pt"), "--out", str(tmp_path / "c")]))
+    again = build_loftr_run(p.parse_args(base + ["--start", str(tmp_path / "earlier.pt"), "--out", str(tmp_path / "c")]))
     assert all(torch.equal(again.model.state_dict()[k], v) for k, v in scratch.model.state_dict().items())
     assert again.cfg.keep_best == "mma@3"
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["loftr", "--init", "missing.pt"], "weights file not found"),
-    (["xfeat", "--init", "some.pt"], "must be scratch or official for xfeat"),
+    (["loftr", "--start", "missing.pt"], "weights file not found"),
+    (["xfeat", "--start", "some.pt"], "--start is for lift, drcnet and loftr"),
+    (["loftr", "--start", __file__, "--init", "official"], "not both"),
     (["loftr", "--scale", "2"], "--scale must look like"),
     (["loftr", "--perspective", "0.7"], "--perspective must be in"),
 ])
-def test_train_cli_refuses_bad_init_scale_perspective(photos, tmp_path, argv, message):
+def test_train_cli_refuses_bad_start_scale_perspective(photos, tmp_path, argv, message):
     cmd = [sys.executable, "-m", "featmatch", "train", *argv, "--images", str(photos), "--steps", "1",
            "--out", str(tmp_path / "run")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

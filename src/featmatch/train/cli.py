@@ -44,10 +44,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, model.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out at its last step")
-    p.add_argument("--init", default="scratch",
-                   help="scratch, official or a weights FILE. official: start from the released weights (xfeat: "
-                        "the authors'; loftr: the shipped loftr.tiny checkpoint, i.e. fine-tune it); loftr also "
-                        "takes a loftr.tiny weights file (e.g. an exported earlier run) and fine-tunes that")
+    p.add_argument("--init", choices=("scratch", "official"), default="scratch",
+                   help="official: start from the released weights (xfeat: the authors'; loftr: the shipped "
+                        "loftr.tiny checkpoint, i.e. fine-tune it); loftr: see also --start")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=200)
@@ -111,15 +110,17 @@ def _parse_scale(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _check_init(args: argparse.Namespace) -> None:
-    """--init is scratch, official or (loftr) a weights file that exists."""
-    if args.init in ("scratch", "official"):
+def _check_start(args: argparse.Namespace) -> None:
+    """--start FILE: lift, drcnet and loftr only; the file must exist; loftr: not with --init official."""
+    start = getattr(args, "start", None)
+    if not start:
         return
-    if args.method != "loftr":
-        raise UsageError(f"--init must be scratch or official for {args.method}, got '{args.init}' "
-                         "(a weights file is accepted for loftr)")
-    if not Path(args.init).is_file():
-        raise UsageError(f"--init: weights file not found: {args.init} (use scratch, official or an existing file)")
+    if args.method == "xfeat":
+        raise UsageError("--start is for lift, drcnet and loftr; xfeat starts from --init scratch|official")
+    if not Path(start).is_file():
+        raise UsageError(f"--start: weights file not found: {start}")
+    if args.method == "loftr" and args.init == "official":
+        raise UsageError("give --init official (the shipped loftr.tiny) or --start FILE, not both")
 
 
 def _datasets(args: argparse.Namespace, size: tuple[int, int]):
@@ -156,7 +157,7 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     meta = {"images": str(root.name), "train_images": len(train_files), "val_images": len(val_files),
             "val_split": rule, "split_seed": args.split_seed, "rotation": float(args.rotation), "jpeg": float(args.jpeg),
             "scale": list(scale), "perspective": float(args.perspective),
-            "size": list(size), "init": args.init if args.init in ("scratch", "official") else Path(args.init).name, "pairs": bool(args.pairs)}
+            "size": list(size), "init": args.init, "pairs": bool(args.pairs)}
     return train, val, meta
 
 
@@ -164,7 +165,8 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
     from .trainer import TrainConfig
 
     auto = None
-    if args.init != "scratch":  # fine-tuning: never end worse than the start on the validation
+    # fine-tuning (--init official, loftr --start FILE): never end worse than the start on the validation
+    if args.init == "official" or (args.method == "loftr" and getattr(args, "start", None)):
         auto = "pose_precision" if getattr(args, "val_pose", None) else "mma@3"
     keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
@@ -186,13 +188,14 @@ def build_loftr_run(args: argparse.Namespace):
     # the loftr.tiny architecture (TINY) without its inference defaults (TINY_INFERENCE):
     # validation matches the training-size images as they are
     net = LoFTR(LoFTRConfig(**TINY))
-    if args.init != "scratch" and not args.resume:  # fine-tune the shipped (or a given) loftr.tiny checkpoint
+    start = getattr(args, "start", None)
+    if (args.init == "official" or start) and not args.resume:  # fine-tune the shipped (or a given) checkpoint
         from .. import load
 
-        weights = None if args.init == "official" else args.init
-        net.load_state_dict(load("loftr.tiny", weights=weights).state_dict(), strict=True)
+        net.load_state_dict(load("loftr.tiny", weights=start or None).state_dict(), strict=True)
     recipe = LoFTRRecipe(LoFTRRecipeConfig(coarse_loss=args.coarse_loss, val_pairs=args.val_pairs), val_set=val)
-    meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss})
+    meta.update({"method": "loftr", "model": "loftr.tiny", "coarse_loss": args.coarse_loss,
+                 "start": Path(start).name if start else None})
     return Trainer(net, recipe, train, args.out, _train_config(args, args.freeze_bn == "yes"), extra_state=meta)
 
 
@@ -229,7 +232,7 @@ def build_xfeat_run(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise UsageError("--steps must be at least 1")
-    _check_init(args)
+    _check_start(args)
     out = Path(args.out)
     if not args.resume and (out / "last.pt").exists():
         raise UsageError(f"{out} already holds a run; pass --resume or choose another --out")
