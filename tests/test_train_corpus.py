@@ -256,6 +256,23 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tree, tmp_path):
     assert logged == sorted(set(logged)) and logged[-1] == steps
 
 
+def test_resume_with_other_data_options_is_refused(tree, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    cmd = [c for c in _train_cmd(tree, run, 5) if c not in ("--amp", "--channels-last")]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = (run / "last.pt").read_bytes()
+    cmd[cmd.index("--steps") + 1] = "8"
+    for flag, value in (("--rotation", "45"), ("--scale", "0.5,2"), ("--size", "96x64")):
+        # argparse keeps the last value of a repeated option
+        res = subprocess.run(cmd + [flag, value, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 2 and "was started with" in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert (run / "last.pt").read_bytes() == before  # nothing trained, nothing overwritten
+    same = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert same.returncode == 0, same.stderr
+
+
 def test_amp_scope_model_or_whole_loss(tmp_path):
     from featmatch.train.trainer import TrainConfig, Trainer
 

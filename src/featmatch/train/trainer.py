@@ -38,10 +38,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import FeatmatchError
+from ..errors import FeatmatchError, UsageError
 from ..io import atomic_path
 
 log = logging.getLogger(__name__)
+
+#: run metadata (``extra_state``) that decides the training data: a resumed run must match
+DATA_KEYS = ("size", "rotation", "jpeg", "scale", "perspective", "val_split", "split_seed", "pairs")
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,11 @@ class Trainer:
         ck = load_checkpoint(self.ckpt_path)
         if ck.get("recipe") != self.recipe.name:
             raise FeatmatchError(f"checkpoint {self.ckpt_path} belongs to recipe '{ck.get('recipe')}', not '{self.recipe.name}'")
+        stored = ck.get("extra") or {}
+        for key in DATA_KEYS:  # keys a run started before they existed are not compared
+            if key in stored and key in self.extra_state and stored[key] != self.extra_state[key]:
+                raise UsageError(f"--resume: {self.out} was started with {key}={stored[key]!r}, not "
+                                 f"{self.extra_state[key]!r}; resume with the run's original options")
         self.model.load_state_dict(ck["model"], strict=True)
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
