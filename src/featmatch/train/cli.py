@@ -105,7 +105,7 @@ def _parse_scale(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:
         raise UsageError(f"--scale must look like 0.75,1.3 (MIN,MAX), got '{text}'") from None
-    if not 0 < lo <= hi or hi > 10 or lo < 0.1:
+    if not 0.1 <= lo <= hi <= 10:  # NaN fails too
         raise UsageError(f"--scale needs 0.1 <= MIN <= MAX <= 10, got {lo},{hi}")
     return lo, hi
 
