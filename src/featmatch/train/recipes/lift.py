@@ -273,7 +273,9 @@ def build_run(args: argparse.Namespace):
     torch.manual_seed(args.seed)
     net = LIFTNet()
     if args.start and not args.resume:
-        state = torch.load(args.start, map_location="cpu", weights_only=True)
+        from ... import hub
+
+        state = hub.read_state_dict(args.start)  # the shared safe reader (drcnet's --start uses it too)
         state = {k[4:] if k.startswith("net.") else k: v.float() for k, v in state.items()}
         net.load_state_dict(state, strict=True)
     elif args.stage != "desc" and not args.resume:
