@@ -129,3 +129,44 @@ def test_training_order_is_a_seeded_permutation_per_pass():
     assert first != list(range(n)) and first != second  # shuffled, anew each pass
     assert ids(b, n, 2 * n) + ids(b, 0, n) == second + first  # a pure function of the index
     assert ids(LIFTQuadruplets(d, shuffle_seed=1), 0, n) != first
+
+
+def test_train_lift_next_stage_starts_from_the_previous_model(tmp_path, capsys):
+    """`--stage ori --start RUN/model.pt`: the new run holds the previous stage's weights (the
+    networks it does not train stay exactly those); a later stage without --start, a missing
+    or a non-checkpoint --start file: one-line errors, no run directory left behind."""
+    import argparse
+
+    from featmatch.cli import main
+    from featmatch.train.cli import _add_args
+    from featmatch.train.recipes.lift import build_run
+
+    pr = _pair(tmp_path)
+    build_real_patch_set([pr], tmp_path / "a.npz", LIFTPatchConfig(max_sigma=6.0), max_per_pair=6)
+    base = ["train", "lift", "--images", str(tmp_path / "a.npz"), "--val-patches", str(tmp_path / "a.npz"),
+            "--steps", "1", "--pairs-per-step", "2", "--val-every", "1", "--ckpt-every", "1", "--warmup", "1"]
+    assert main(base + ["--stage", "desc", "--out", str(tmp_path / "desc")]) == 0
+    state = torch.load(tmp_path / "desc" / "model.pt", map_location="cpu", weights_only=True)
+    # a recognisable start: the run's file (its keys, dtypes) with every weight moved
+    state = {k: v + 0.25 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, tmp_path / "start.pt")
+    desc = {k[4:] if k.startswith("net.") else k: v for k, v in state.items()}
+    capsys.readouterr()
+
+    parser = argparse.ArgumentParser()
+    _add_args(parser)  # the CLI's own options and defaults
+    args = parser.parse_args(base[1:] + ["--stage", "ori", "--start", str(tmp_path / "start.pt"),
+                                                  "--out", str(tmp_path / "ori")])
+    trainer = build_run(args)
+    got = trainer.model.state_dict()
+    assert set(got) == set(desc) and all(torch.equal(got[k], desc[k].float()) for k in desc), "--start not loaded"
+
+    cases = [(["--stage", "det"], "pass --start RUN/model.pt"),
+             (["--stage", "ori", "--start", str(tmp_path / "none.pt")], "weights file not found"),
+             (["--stage", "ori", "--start", str(tmp_path / "a.png")], "a.png")]
+    for extra, message in cases:
+        out = tmp_path / f"bad{len(extra)}{extra[-1][-5:]}"
+        assert main(base + extra + ["--out", str(out)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert not (out / "last.pt").exists()
