@@ -24,6 +24,17 @@ def test_homography_and_pose_commands(roots, tmp_path, capsys):
     assert code == 0, res.err
     assert "| `sift` |" in res.out and "| `orb` |" in res.out and "MHA@3" in res.out
     assert f"wrote {out / 'homography.json'}" in res.out and (out / "homography.png").exists()
+    code = main(["eval", "homography", "--models", "sift", "--data", str(hp), "--output", str(out),
+                 "--no-progress", "--no-plot", "--max-pairs", "1", "--estimator", "poselib"])
+    res = capsys.readouterr()
+    from featmatch.eval.pose import poselib_available
+
+    if poselib_available():
+        assert code == 0, res.err
+        assert f"wrote {out / 'homography-poselib.json'}" in res.out and "--estimator poselib" in \
+            (out / "homography-poselib.md").read_text()
+    else:
+        assert code == 1 and "pip install poselib" in res.err
     code = main(["eval", "pose", "--models", "sift", "--data", str(ps), "--output", str(out), "--no-progress",
                  "--no-plot", "--threshold", "1", "--resize", "160"])
     res = capsys.readouterr()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from featmatch.errors import ImageReadError, UsageError
+from featmatch.errors import FeatmatchError, ImageReadError, UsageError
 from featmatch.eval import homography, predict
 from featmatch.eval.data import HomographyPair, homography_pairs
 
@@ -53,6 +53,43 @@ def test_score_pair_with_exact_and_failed_predictions():
     s = homography.summarize([row, none])
     assert s["mha"]["1"] == 0.5 and s["failures"] == 1 and s["mean_keypoints"] == 95
     assert abs(s["auc"]["10"] - 0.5) < 1e-3
+
+
+@pytest.mark.skipif(not homography.poselib_available(), reason="poselib not installed")
+def test_poselib_estimator_scores_exact_noisy_and_failed_predictions():
+    rng = np.random.default_rng(1)
+    H = np.array([[0.9, 0.2, 10.0], [-0.15, 1.1, -4.0], [2e-4, -1e-4, 1.0]])
+    p0 = rng.uniform(0, 300, (200, 2))
+    q = np.c_[p0, np.ones(200)] @ H.T
+    p1 = q[:, :2] / q[:, 2:] + rng.normal(0, 0.5, (200, 2))
+    p1[:60] = rng.uniform(0, 300, (60, 2))  # 30 % outliers
+    pair = HomographyPair("s/1-2", "s", "other", None, None, H)
+    base = {"size0_wh": np.array([300, 300]), "num_keypoints0": 200, "num_keypoints1": 200, "time_s": 0.1}
+    row = homography.score_pair({**base, "points0": p0, "points1": p1}, pair, estimator="poselib")
+    assert row["corner_error"] < 1.0 and 130 <= row["num_inliers"] <= 150
+    est = homography.estimate_homography_poselib(p0, p1, threshold=3.0)
+    assert est.model[2, 2] == 1.0 and est.inliers[:60].sum() < 3
+    few = homography.score_pair({**base, "points0": p0[:3], "points1": p1[:3]}, pair, estimator="poselib")
+    assert few["corner_error"] == float("inf") and few["num_inliers"] == 0
+
+
+def test_poselib_estimator_report_beside_the_opencv_one(hp_root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    calls = _count_predictions(monkeypatch)
+    homography.run(["sift"], hp_root, out, progress=False, plot=False)
+    with pytest.raises(UsageError, match="unknown estimator"):
+        homography.run(["sift"], hp_root, out, estimator="colmap", progress=False, plot=False)
+    if homography.poselib_available():
+        rep = homography.run(["sift"], hp_root, out, estimator="poselib", progress=False, plot=False)
+        assert len(calls) == 4  # rescored from the cache
+        assert rep["protocol"]["estimator"]["name"] == "poselib"
+        assert rep["models"]["sift"]["summary"]["all"]["mha"]["3"] >= 0.75
+        assert (out / "homography-poselib.json").exists() and (out / "homography.json").exists()
+        assert "poselib LO-RANSAC" in (out / "homography-poselib.md").read_text()
+        assert "OpenCV findHomography usac_magsac" in (out / "homography.md").read_text()
+    monkeypatch.setattr(homography, "poselib_available", lambda: False)
+    with pytest.raises(FeatmatchError, match="pip install poselib"):
+        homography.run(["sift"], hp_root, out, estimator="poselib", progress=False, plot=False)
 
 
 def test_benchmark_scores_caches_and_reports(hp_root, tmp_path, monkeypatch):

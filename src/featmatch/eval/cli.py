@@ -32,6 +32,9 @@ def _common(p: argparse.ArgumentParser, default_threshold: float) -> None:
                    help=f"estimator inlier threshold in pixels (default: {default_threshold:g})")
     p.add_argument("--method", default="usac_magsac",
                    help="OpenCV robust method: usac_magsac (default), usac_accurate, usac_default, ransac, ...")
+    p.add_argument("--estimator", choices=("opencv", "poselib"), default="opencv",
+                   help="opencv: USAC (--method); poselib: LO-RANSAC with non-linear refinement (pip install "
+                        "poselib); reports of the two estimators are written side by side")
     p.add_argument("--max-pairs", type=int, default=None, metavar="N",
                    help="use N pairs evenly spread over the sorted list, so every sequence is sampled (quick runs)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -49,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(h, 3.0)
     p = sub.add_parser("pose", help="relative pose on MegaDepth-1500 / ScanNet-1500 style pair lists (AUC@5/10/20)")
     _common(p, 0.5)
-    p.add_argument("--estimator", choices=("opencv", "poselib"), default="opencv",
-                   help="opencv: USAC (--method); poselib: LO-RANSAC (pip install poselib)")
     d = sub.add_parser("detdesc", help="LIFT's tables: repeatability, NN mAP, matching score (+ --swap: "
                                        "LIFT/SIFT component swaps) on a homography root")
     d.add_argument("--models", default="", help="comma-separated sparse model names (may be empty with --swap)")
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(resize=args.resize, max_keypoints=args.max_keypoints, threshold=args.threshold,
                                   method=args.method, overwrite=args.overwrite, max_pairs=args.max_pairs,
                                   device=args.device, progress=not args.no_progress, plot=not args.no_plot,
-                                  command=command, options=args.set)
+                                  command=command, options=args.set, estimator=args.estimator)
     if args.method not in _methods():
         raise UsageError(f"unknown --method '{args.method}'; use one of {', '.join(_methods())}")
     if args.benchmark == "homography":
@@ -102,8 +103,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         from .pose import run as run_bench
         from .report import pose_table as table
-
-        common["estimator"] = args.estimator
     rep = run_bench(models, args.data, args.output, **common)
     first = next(iter(rep["models"].values()))
     for group in first["summary"]:

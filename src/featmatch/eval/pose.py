@@ -72,6 +72,16 @@ def poselib_available() -> bool:
     return True
 
 
+def require_poselib():
+    """The poselib module, or the one-line error that says how to get it."""
+    try:
+        import poselib
+    except ImportError:
+        raise FeatmatchError("--estimator poselib needs poselib: pip install poselib "
+                             "(or use --estimator opencv)") from None
+    return poselib
+
+
 def estimate_pose_poselib(p0: np.ndarray, p1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
                           size0_wh: Sequence[int], size1_wh: Sequence[int], *, threshold: float = 0.5,
                           seed: int = 0) -> Estimate:
@@ -81,11 +91,7 @@ def estimate_pose_poselib(p0: np.ndarray, p1: np.ndarray, K0: np.ndarray, K1: np
         p0, p1: ``(K, 2)`` pixels; K0, K1: ``(3, 3)``. Returns an ``Estimate`` with
         ``R (3, 3)``, unit ``t (3,)`` and ``inliers (K,)``.
     """
-    try:
-        import poselib
-    except ImportError:
-        raise FeatmatchError("--estimator poselib needs poselib: pip install poselib "
-                             "(or use --estimator opencv)") from None
+    poselib = require_poselib()
     n = len(p0)
     if n < 5:
         return Estimate("essential", None, np.zeros(n, bool), info={"reason": f"needs at least 5 matches, got {n}"})

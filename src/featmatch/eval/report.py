@@ -154,7 +154,8 @@ def markdown(report: dict) -> str:
              f"Data: `{report['data_root']}` ({report['num_pairs']} pairs); image size: {report['image_size']}; "
              f"featmatch {report['featmatch_version']}.", ""]
     if bench == "homography":
-        lines.append(f"Estimator: OpenCV findHomography {est['method']}, threshold {est['threshold_px']} px, seed 0. "
+        name = f"OpenCV findHomography {est['method']}" if est["name"] != "poselib" else "poselib LO-RANSAC"
+        lines.append(f"Estimator: {name}, threshold {est['threshold_px']} px, seed 0. "
                      "MHA@t / AUC@t: corner error <= t px (% of pairs) / error AUC; MMA@t: matches within t px "
                      "(% of all matches, mean over pairs). All numbers in %.")
         table = homography_table
