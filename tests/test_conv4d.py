@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from featmatch.ops import conv4d as c4
 from featmatch.ops.conv4d import Conv4d, conv4d, conv4d_reference, from_reference_layout, to_reference_layout
 from featmatch.models.drcnet.ncons import NeighConsensus, correlation_4d, mutual_matching
 
@@ -16,6 +17,43 @@ def test_conv4d_matches_direct_sum(shape, cout, k):
     b = torch.randn(cout, generator=g, dtype=torch.float64)
     torch.testing.assert_close(conv4d(x, w, b), conv4d_reference(x, w, b), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(conv4d(x, w), conv4d_reference(x, w), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,cout,k", [((2, 3, 4, 5, 3, 4), 1, 3), ((1, 4, 6, 3, 4, 3), 2, 3),
+                                          ((1, 16, 5, 4, 3, 4), 1, 3), ((1, 2, 5, 4, 4, 5), 1, 5),
+                                          ((1, 3, 2, 3, 2, 2), 2, 1)])
+@pytest.mark.parametrize("path", ["stacked_input", "stacked_output", "slices"])
+def test_every_conv4d_arrangement_matches_direct_sum(shape, cout, k, path):
+    """The three arrangements conv4d picks by shape, each forced on shapes it would not pick,
+    with tiny row blocks (several blocks, a partial last one) for the stacked-output one."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    w = torch.randn(cout, shape[1], k, k, k, k, generator=g, dtype=torch.float64)
+    b = torch.randn(cout, generator=g, dtype=torch.float64)
+    ref = conv4d_reference(x, w, b)
+    with torch.no_grad():
+        if path == "stacked_input":
+            got = c4._conv4d_stacked_input(x, w, b)
+        elif path == "stacked_output":
+            per_row = shape[0] * shape[3] * k * k * cout * shape[4] * shape[5]
+            got = c4._conv4d_stacked_output(x, w, b, max_elements=2 * per_row)
+        else:
+            got = c4._conv4d_slices(x, w, b)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_conv4d_with_autograd_never_takes_the_in_place_arrangement(monkeypatch):
+    x = torch.randn(1, 3, 3, 2, 2, 2, dtype=torch.float64, requires_grad=True)  # 16 -> 1 like, small
+    w = torch.randn(1, 3, 3, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(1, dtype=torch.float64, requires_grad=True)
+    used = []
+    real = c4._conv4d_stacked_output
+    monkeypatch.setattr(c4, "_conv4d_stacked_output", lambda *a, **kw: used.append(1) or real(*a, **kw))
+    assert torch.autograd.gradcheck(conv4d, (x, w, b))
+    assert not used
+    with torch.no_grad():
+        conv4d(x, w, b)
+    assert used  # inference on the same shape does take it
 
 
 def test_conv4d_single_tap_is_a_shift():
