@@ -73,13 +73,31 @@ def test_parity_with_reference(ref, variant):
     np.testing.assert_allclose(m.scores.numpy(), ref[f"{variant}_scores"], rtol=1e-4, atol=1e-7)
 
 
-def test_match_extraction_parity(ref):
+@pytest.mark.parametrize("inference", [False, True])  # True: the reused in-place score buffer
+def test_match_extraction_parity(ref, inference):
     corr, fa, fb = (torch.from_numpy(ref[k]) for k in ("post_corr", "post_fineA", "post_fineB"))
-    ia, ib, sc = extract_matches(corr, fa, fb, num_matches=300, query_fraction=0.5, chunk=37)
+    with torch.inference_mode(inference):
+        ia, ib, sc = extract_matches(corr, fa, fb, num_matches=300, query_fraction=0.5, chunk=37)
     exp = ref["post_matches"]
     assert len(exp) > 100
     np.testing.assert_array_equal(((torch.cat([ia, ib], 1) + 0.5) * 4).numpy(), exp)
     np.testing.assert_allclose(sc.numpy(), ref["post_scores"], rtol=1e-5, atol=1e-7)
+
+
+def test_fine_scores_into_a_buffer_equal_the_plain_ones():
+    from featmatch.models.drcnet.model import fine_scores
+
+    g = torch.Generator().manual_seed(0)
+    fq, ft = torch.randn(1, 8, 12, 16, generator=g), torch.randn(1, 8, 12, 16, generator=g)
+    pts = torch.rand(1, 7, 2, generator=g) * 40
+    for prior in (torch.rand(1, 7, 3, 4, generator=g), torch.rand(1, 7, 5, 5, generator=g)):  # nearest / resized
+        plain = fine_scores(prior, fq, ft, pts)
+        buf = torch.full((1, 10, 12 * 16), float("nan"))
+        with torch.no_grad():
+            got = fine_scores(prior, fq, ft, pts, out=buf)
+        assert torch.equal(got, plain) and torch.equal(buf[:, :7], plain) and buf[:, 7:].isnan().all()
+    with pytest.raises(ValueError, match="for inference"):
+        fine_scores(prior, fq.requires_grad_(), ft, pts, out=buf)
 
 
 def test_subcell_offsets_recover_a_parabola_peak():

@@ -152,10 +152,16 @@ def query_descriptors(fine_q: torch.Tensor, points: torch.Tensor) -> torch.Tenso
     return torch.gather(fine_q.reshape(b, c, hq * wq), 2, idx)
 
 
-def fine_scores(prior: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+def fine_scores(prior: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor, points: torch.Tensor,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Fine score maps of query points: (coarse prior, nearest-upsampled to the target's fine
     grid) x (cosine of the query's fine descriptor, at ``round(points / 4)`` clamped to the
     map, with every target fine descriptor).
+
+    ``out`` (inference only, no autograd): a contiguous ``(B, >= N, Ht * Wt)`` buffer reused
+    across chunks; the scores are written into its first N rows in place, the same values.
+    At 1024x768 one chunk's map is ~200 MB: allocating it anew per chunk (twice) cost more
+    in page faults than the products themselves.
 
     Shape: prior ``(B, N, h, w)``, fine_q ``(B, C, Hq, Wq)``, fine_t ``(B, C, Ht, Wt)``,
     points ``(B, N, 2)`` -> ``(B, N, Ht * Wt)``.
@@ -164,11 +170,20 @@ def fine_scores(prior: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
     ht, wt = fine_t.shape[-2:]
     n = points.shape[1]
     desc = query_descriptors(fine_q, points)  # (B, C, N)
-    cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt))  # (B, N, Ht*Wt)
     h, w = prior.shape[-2:]
-    if ht == RATIO * h and wt == RATIO * w:  # nearest upsampling by broadcasting (no copy)
-        out = cos.view(b, n, h, RATIO, w, RATIO) * prior.reshape(b, n, h, 1, w, 1)
-        return out.reshape(b, n, ht * wt)
+    nearest = ht == RATIO * h and wt == RATIO * w  # nearest upsampling by broadcasting (no copy)
+    if out is not None:
+        if torch.is_grad_enabled() and (desc.requires_grad or fine_t.requires_grad or prior.requires_grad):
+            raise ValueError("fine_scores: out= is for inference (in-place products); call it without out")
+        cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt), out=out[:, :n])
+        if nearest:
+            cos.view(b, n, h, RATIO, w, RATIO).mul_(prior.reshape(b, n, h, 1, w, 1))
+        else:
+            cos.mul_(F.interpolate(prior, size=(ht, wt), mode="nearest").reshape(b, n, ht * wt))
+        return cos
+    cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt))  # (B, N, Ht*Wt)
+    if nearest:
+        return (cos.view(b, n, h, RATIO, w, RATIO) * prior.reshape(b, n, h, 1, w, 1)).reshape(b, n, ht * wt)
     up = F.interpolate(prior, size=(ht, wt), mode="nearest")
     return cos * up.reshape(b, n, ht * wt)
 
@@ -249,10 +264,13 @@ def find_matches(corr: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
     """
     wt = fine_t.shape[-1]
     ms, ss, os_ = [], [], []
+    buf = None
+    if not torch.is_grad_enabled() and points.shape[1]:  # one score buffer for all chunks (see fine_scores)
+        buf = fine_t.new_empty(points.shape[0], min(chunk, points.shape[1]), fine_t.shape[-2] * wt)
     for k in range(0, points.shape[1], chunk):
         q = points[:, k:k + chunk]
         prior = coarse_prior(corr, q, source_to_target)
-        sc = fine_scores(prior, fine_q, fine_t, q)
+        sc = fine_scores(prior, fine_q, fine_t, q, out=buf)
         m, s = best_fine(sc, wt)
         ms.append(m)
         ss.append(s)
