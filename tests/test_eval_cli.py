@@ -47,6 +47,7 @@ def test_homography_and_pose_commands(roots, tmp_path, capsys):
     (["--models", "sift", "--method", "magic"], 2, "unknown --method 'magic'"),
     (["--models", ","], 2, "--models needs at least one model"),
     (["--models", "sift", "--resize", "8"], 2, "--resize must be at least 32"),
+    (["--models", "sift", "--estimator", "poselib", "--method", "ransac"], 2, "with --estimator poselib drop it"),
 ])
 def test_usage_errors_exit_2(roots, tmp_path, capsys, args, code, pattern):
     hp, _ = roots

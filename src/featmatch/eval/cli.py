@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
                                   command=command, options=args.set, estimator=args.estimator)
     if args.method not in _methods():
         raise UsageError(f"unknown --method '{args.method}'; use one of {', '.join(_methods())}")
+    if args.estimator == "poselib" and args.method != "usac_magsac":
+        raise UsageError("--method picks OpenCV's robust method; with --estimator poselib drop it "
+                         "(poselib runs its own LO-RANSAC)")
     if args.benchmark == "homography":
         from .homography import run as run_bench
         from .report import homography_table as table
