@@ -193,6 +193,24 @@ def test_bf16_inference_is_close_to_float32(lift_random):
     assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_descriptor_inference_path_equals_the_autograd_path(bf16):
+    """DESC runs in place at inference (no autograd): the same values as the training path."""
+    from featmatch.models.lift import LIFTDescriptor
+
+    torch.manual_seed(0)
+    d = LIFTDescriptor()
+    x = torch.rand(6, 1, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        train = d(x)
+        assert train.requires_grad
+        with torch.inference_mode():
+            infer = d(x)
+    assert torch.equal(train.detach(), infer)
+    train.sum().backward()  # the autograd path still differentiates
+    assert d.conv1.weight.grad is not None and d.conv1.weight.grad.abs().sum() > 0
+
+
 def test_channels_last_networks_give_the_same_features(lift_random):
     """The default channels-last ORI / DESC weights (a speed setting) change nothing but
     float rounding; loading weights keeps the layout; the option is validated."""

