@@ -209,6 +209,9 @@ def test_descriptor_inference_path_equals_the_autograd_path(bf16):
     assert torch.equal(train.detach(), infer)
     train.sum().backward()  # the autograd path still differentiates
     assert d.conv1.weight.grad is not None and d.conv1.weight.grad.abs().sum() > 0
+    d.conv1.requires_grad_(False)  # partly frozen: still the autograd path for the rest
+    d(x).sum().backward()
+    assert d.conv3.weight.grad.abs().sum() > 0
 
 
 def test_channels_last_networks_give_the_same_features(lift_random):

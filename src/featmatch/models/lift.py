@@ -264,7 +264,7 @@ class LIFTDescriptor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x * 255.0 - self.mean) / self.std
-        if torch.is_grad_enabled() and (x.requires_grad or self.conv1.weight.requires_grad):
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             x = self.norm1(lp_pool2(torch.tanh(self.conv1(x)), 2))
             x = self.norm2(lp_pool2(torch.tanh(self.conv2(x)), 3))
             return lp_pool2(torch.tanh(self.conv3(x)), 4).flatten(1)
