@@ -265,13 +265,12 @@ class LIFTDescriptor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x * 255.0 - self.mean) / self.std
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            x = self.norm1(lp_pool2(torch.tanh(self.conv1(x)), 2))
-            x = self.norm2(lp_pool2(torch.tanh(self.conv2(x)), 3))
-            return lp_pool2(torch.tanh(self.conv3(x)), 4).flatten(1)
-        # inference: the same values in place (1.5x faster DESC on a 2-core CPU, measured)
-        x = self.norm1(_tanh_lp_pool2_(self.conv1(x), 2))
-        x = self.norm2(_tanh_lp_pool2_(self.conv2(x), 3))
-        return _tanh_lp_pool2_(self.conv3(x), 4).flatten(1)
+            pool = lambda t, k: lp_pool2(torch.tanh(t), k)  # noqa: E731
+        else:  # inference: the same values in place (1.5x faster DESC on a 2-core CPU, measured)
+            pool = _tanh_lp_pool2_
+        x = self.norm1(pool(self.conv1(x), 2))
+        x = self.norm2(pool(self.conv2(x), 3))
+        return pool(self.conv3(x), 4).flatten(1)
 
 
 class LIFTNet(nn.Module):

@@ -172,20 +172,19 @@ def fine_scores(prior: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
     desc = query_descriptors(fine_q, points)  # (B, C, N)
     h, w = prior.shape[-2:]
     nearest = ht == RATIO * h and wt == RATIO * w  # nearest upsampling by broadcasting (no copy)
-    if out is not None:
-        if torch.is_grad_enabled() and (desc.requires_grad or fine_t.requires_grad or prior.requires_grad):
-            raise ValueError("fine_scores: out= is for inference (in-place products); call it without out")
-        cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt), out=out[:, :n])
-        if nearest:
-            cos.view(b, n, h, RATIO, w, RATIO).mul_(prior.reshape(b, n, h, 1, w, 1))
-        else:
-            cos.mul_(F.interpolate(prior, size=(ht, wt), mode="nearest").reshape(b, n, ht * wt))
-        return cos
-    cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt))  # (B, N, Ht*Wt)
+    if out is not None and torch.is_grad_enabled() and (desc.requires_grad or fine_t.requires_grad
+                                                         or prior.requires_grad):
+        raise ValueError("fine_scores: out= is for inference (in-place products); call it without out")
+    cos = torch.bmm(desc.transpose(1, 2), fine_t.reshape(b, c, ht * wt),
+                    out=None if out is None else out[:, :n])  # (B, N, Ht*Wt)
     if nearest:
-        return (cos.view(b, n, h, RATIO, w, RATIO) * prior.reshape(b, n, h, 1, w, 1)).reshape(b, n, ht * wt)
-    up = F.interpolate(prior, size=(ht, wt), mode="nearest")
-    return cos * up.reshape(b, n, ht * wt)
+        maps, factor = cos.view(b, n, h, RATIO, w, RATIO), prior.reshape(b, n, h, 1, w, 1)
+    else:
+        maps, factor = cos, F.interpolate(prior, size=(ht, wt), mode="nearest").reshape(b, n, ht * wt)
+    if out is not None:
+        maps.mul_(factor)
+        return cos
+    return (maps * factor).reshape(b, n, ht * wt)
 
 
 def best_fine(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
