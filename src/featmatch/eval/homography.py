@@ -30,7 +30,7 @@ from ..errors import FeatmatchError, UsageError
 from ..types import Estimate
 from . import metrics
 from .data import HomographyPair, homography_pairs, subset_names
-from .pose import poselib_available, require_poselib
+from .pose import POSELIB_MISSING, poselib_available, require_poselib
 from .summary import common, mean
 
 MHA_THRESHOLDS = (1, 3, 5, 7, 10)
@@ -146,7 +146,7 @@ def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] 
     if estimator not in ESTIMATORS:
         raise UsageError(f"unknown estimator '{estimator}'; use one of {', '.join(ESTIMATORS)}")
     if estimator == "poselib" and not poselib_available():
-        raise FeatmatchError("--estimator poselib needs poselib: pip install poselib (or use --estimator opencv)")
+        raise FeatmatchError(POSELIB_MISSING)
     if max_pairs is not None and max_pairs < 1:
         raise UsageError(f"--max-pairs must be positive, got {max_pairs}")
     pairs = homography_pairs(data)

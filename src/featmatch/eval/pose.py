@@ -37,6 +37,7 @@ AUC_THRESHOLDS = (5, 10, 20)
 EPI_NORMALIZED_THRESHOLD = 5e-4  # LoFTR, kind="symmetric_normalized"
 EPI_SAMPSON_THRESHOLD_PX = 1.0
 ESTIMATORS = ("opencv", "poselib")
+POSELIB_MISSING = "--estimator poselib needs poselib: pip install poselib (or use --estimator opencv)"
 
 
 def protocol(*, estimator: str, method: str, threshold: float, resize: Optional[int],
@@ -77,8 +78,7 @@ def require_poselib():
     try:
         import poselib
     except ImportError:
-        raise FeatmatchError("--estimator poselib needs poselib: pip install poselib "
-                             "(or use --estimator opencv)") from None
+        raise FeatmatchError(POSELIB_MISSING) from None
     return poselib
 
 
@@ -183,7 +183,7 @@ def run(models: Sequence[str], data: Any, output: Any, *, resize: Optional[int] 
     if estimator not in ESTIMATORS:
         raise UsageError(f"unknown estimator '{estimator}'; use one of {', '.join(ESTIMATORS)}")
     if estimator == "poselib" and not poselib_available():
-        raise FeatmatchError("--estimator poselib needs poselib: pip install poselib (or use --estimator opencv)")
+        raise FeatmatchError(POSELIB_MISSING)
     if not threshold > 0:
         raise UsageError(f"--threshold must be positive, got {threshold}")
     if max_pairs is not None and max_pairs < 1:
