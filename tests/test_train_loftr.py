@@ -149,9 +149,32 @@ def test_train_loftr_init_official_starts_from_the_shipped_checkpoint(photos, tm
     assert again.cfg.keep_best == "mma@3"
 
 
+def test_train_xfeat_start_continues_from_a_weights_file(photos, tmp_path):
+    """--start FILE for xfeat: a featmatch XFeat weights file (e.g. a run's model.pt, to go on at a
+    larger --size) becomes the starting weights, keep-best included; without it: random weights."""
+    import argparse
+
+    from featmatch.train.cli import _add_args, build_xfeat_run
+
+    p = argparse.ArgumentParser()
+    _add_args(p)
+    base = ["xfeat", "--images", str(photos), "--steps", "2", "--size", "128x96", "--batch-size", "1",
+            "--teacher", "fast"]
+    first = build_xfeat_run(p.parse_args(base + ["--out", str(tmp_path / "a")]))
+    earlier = {k: v + 0.01 if v.is_floating_point() else v for k, v in first.model.state_dict().items()}
+    torch.save(earlier, tmp_path / "earlier.pt")
+    again = build_xfeat_run(p.parse_args(base + ["--start", str(tmp_path / "earlier.pt"), "--out", str(tmp_path / "b")]))
+    assert all(torch.equal(again.model.state_dict()[k], v) for k, v in earlier.items())
+    assert again.cfg.keep_best == "mma@3"  # never ends worse than the start on the validation
+    scratch = build_xfeat_run(p.parse_args(base + ["--out", str(tmp_path / "c")]))
+    assert not all(torch.equal(scratch.model.state_dict()[k], v) for k, v in earlier.items())
+    assert scratch.cfg.keep_best is None
+
+
 @pytest.mark.parametrize("argv, message", [
     (["loftr", "--start", "missing.pt"], "weights file not found"),
-    (["xfeat", "--start", "some.pt"], "--start is for lift, drcnet and loftr"),
+    (["xfeat", "--start", "some.pt"], "weights file not found"),
+    (["xfeat", "--start", __file__, "--init", "official"], "not both"),
     (["loftr", "--start", __file__, "--init", "official"], "not both"),
     (["loftr", "--scale", "2"], "--scale must look like"),
     (["loftr", "--perspective", "0.7"], "--perspective must be in"),

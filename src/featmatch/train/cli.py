@@ -111,16 +111,15 @@ def _parse_scale(text: str) -> tuple[float, float]:
 
 
 def _check_start(args: argparse.Namespace) -> None:
-    """--start FILE: lift, drcnet and loftr only; the file must exist; loftr: not with --init official."""
+    """--start FILE: the file must exist; loftr and xfeat: not with --init official."""
     start = getattr(args, "start", None)
     if not start:
         return
-    if args.method == "xfeat":
-        raise UsageError("--start is for lift, drcnet and loftr; xfeat starts from --init scratch|official")
     if not Path(start).is_file():
         raise UsageError(f"--start: weights file not found: {start}")
-    if args.method == "loftr" and args.init == "official":
-        raise UsageError("give --init official (the shipped loftr.tiny) or --start FILE, not both")
+    if args.method in ("loftr", "xfeat") and args.init == "official":
+        what = "the shipped loftr.tiny" if args.method == "loftr" else "the authors' XFeat weights"
+        raise UsageError(f"give --init official ({what}) or --start FILE, not both")
 
 
 def _datasets(args: argparse.Namespace, size: tuple[int, int]):
@@ -165,8 +164,8 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
     from .trainer import TrainConfig
 
     auto = None
-    # fine-tuning (--init official, loftr --start FILE): never end worse than the start on the validation
-    if args.init == "official" or (args.method == "loftr" and getattr(args, "start", None)):
+    # fine-tuning (--init official, --start FILE): never end worse than the start on the validation
+    if args.init == "official" or (args.method in ("loftr", "xfeat") and getattr(args, "start", None)):
         auto = "pose_precision" if getattr(args, "val_pose", None) else "mma@3"
     keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
@@ -208,7 +207,12 @@ def build_xfeat_run(args: argparse.Namespace):
     train, val, meta = _datasets(args, size)
     torch.manual_seed(args.seed)
     net = XFeatNet()
-    if args.init == "official" and not args.resume:
+    start = getattr(args, "start", None)
+    if start and not args.resume:  # continue from featmatch XFeat weights (e.g. a run's model.pt at a new --size)
+        from .. import load
+
+        net.load_state_dict(load("xfeat", weights=start).net.state_dict(), strict=True)
+    elif args.init == "official" and not args.resume:
         from .. import hub
         from ..registry import model_card, weights_path
 
@@ -225,7 +229,8 @@ def build_xfeat_run(args: argparse.Namespace):
         val_pose = pose_pairs(args.val_pose)
     recipe = XFeatRecipe(XFeatRecipeConfig(teacher=args.teacher, val_pairs=args.val_pairs), val_set=val,
                          val_pose=val_pose)
-    meta.update({"method": "xfeat", "teacher": args.teacher, "val_pose": bool(args.val_pose)})
+    meta.update({"method": "xfeat", "teacher": args.teacher, "val_pose": bool(args.val_pose),
+                 "start": Path(start).name if start else None})
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
 
 

@@ -220,7 +220,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """``featmatch train lift`` options (the others are shared with every method)."""
     g = p.add_argument_group("lift")
     g.add_argument("--stage", choices=STAGES, default=None, help="lift: which network to train (paper order: desc, ori, det)")
-    g.add_argument("--start", default=None, help="lift: weights to start from (the previous stage's model.pt); drcnet: a trained head to continue from (a run's model.pt or the exported drcnet_xfeat.pt); loftr: loftr.tiny weights to fine-tune (a run's model.pt or an exported file; keeps the best validated weights as --init official does)")
+    g.add_argument("--start", default=None, help="lift: weights to start from (the previous stage's model.pt); drcnet: a trained head to continue from (a run's model.pt or the exported drcnet_xfeat.pt); loftr: loftr.tiny weights to fine-tune (a run's model.pt or an exported file); xfeat: featmatch XFeat weights to continue from (a run's model.pt, e.g. at a larger --size); loftr and xfeat keep the best validated weights, start included, as --init official does")
     g.add_argument("--val-patches", default=None, help="lift: held-out patch set (.npz); default: the last 5%% of --images")
     g.add_argument("--pairs-per-step", type=int, default=64, help="lift: positive (and negative) pairs per step")
     g.add_argument("--mining-every", type=int, default=5000, help="lift desc: the mining ratio doubles every N steps")
