@@ -11,8 +11,11 @@ this reason; this script measures what it is worth for each featmatch model, end
 * ``glibc``: the default (no ``LD_PRELOAD``, no tunables);
 * ``thp``: ``THP_MEM_ALLOC_ENABLE=1``, PyTorch's own switch that aligns allocations of 2 MB
   and more to 2 MB and asks for transparent huge pages (``madvise``);
-* ``glibc-keep``: ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=...``
+* ``glibc-32mb``: ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=...``
   (32 MB is glibc's largest accepted mmap threshold: blocks below it stay on the heap);
+* ``keep-freed``: ``featmatch.keep_freed_memory()`` called first (glibc ``mallopt``: no mmap
+  for large blocks, no heap trimming, so freed blocks of any size are reused; what the
+  ``featmatch`` command does by default);
 * ``jemalloc`` / ``tcmalloc``: ``LD_PRELOAD`` of the Debian/Ubuntu packages ``libjemalloc2``
   / ``libgoogle-perftools4`` (skipped when not installed; ``--jemalloc`` / ``--tcmalloc`` give
   other paths); jemalloc with ``MALLOC_CONF`` set to keep freed memory (``JEMALLOC_CONF``,
@@ -44,7 +47,7 @@ from pathlib import Path
 
 DEFAULT_MODELS = "xfeat,xfeat+lighterglue,aliked.n16,aliked.n16+lightglue,loftr.tiny,lift,drcnet.xfeat"
 LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
-ALLOCATOR_ENV = ("LD_PRELOAD", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "MALLOC_CONF")
+ALLOCATOR_ENV = ("LD_PRELOAD", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "MALLOC_CONF", "BENCH_KEEP_FREED_MEMORY")
 
 
 def _find(name: str) -> str | None:
@@ -62,8 +65,9 @@ def variants(args) -> dict[str, dict[str, str]]:
     """Environment additions per variant (only those this machine can run); ``a+b`` combines
     two (e.g. ``thp+tcmalloc``)."""
     known = {"glibc": {}, "thp": {"THP_MEM_ALLOC_ENABLE": "1"},
-             "glibc-keep": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:"
-                                              "glibc.malloc.trim_threshold=4294967296"}}
+             "glibc-32mb": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:"
+                                              "glibc.malloc.trim_threshold=4294967296"},
+             "keep-freed": {"BENCH_KEEP_FREED_MEMORY": "1"}}
     je = args.jemalloc or _find("libjemalloc.so.2")
     tc = args.tcmalloc or _find("libtcmalloc.so.4") or _find("libtcmalloc_minimal.so.4")
     if je:  # never give memory back (the setting Intel's PyTorch CPU guides use)
@@ -90,6 +94,8 @@ def child(args) -> None:
 
     import featmatch
 
+    if os.environ.get("BENCH_KEEP_FREED_MEMORY") == "1" and not featmatch.keep_freed_memory():
+        raise SystemExit("keep_freed_memory() is not available here (needs Linux with glibc)")
     torch.set_num_threads(args.threads)
     imgs = load_images(Path(args.images), 2 * args.pairs)
     pairs = [(imgs[2 * i], imgs[2 * i + 1]) for i in range(args.pairs)]
@@ -113,8 +119,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", required=True, help="folder of photos (the first 2 x --pairs, resized to 640x480)")
     p.add_argument("--models", default=DEFAULT_MODELS)
-    p.add_argument("--variants", default=None, help="comma list of glibc,thp,glibc-keep,jemalloc,tcmalloc or a+b "
-                                                    "combinations (default: the five, where available)")
+    p.add_argument("--variants", default=None, help="comma list of glibc,thp,glibc-32mb,keep-freed,jemalloc,tcmalloc or a+b "
+                                                    "combinations (default: all, where available)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeat", type=int, default=4, help="timed pairs per process")

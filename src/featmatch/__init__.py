@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import FeatmatchError, ImageReadError, UsageError, WeightsError, WeightsNotFoundError
+from .memory import keep_freed_memory
 from .registry import list_models, load, model_card
 from .types import Estimate, Features, Matches
 
@@ -41,6 +42,6 @@ def match_pair(image0: Any, image1: Any, model: Any = "xfeat", **overrides: Any)
     return model.match(image0, image1)
 
 
-__all__ = ["load", "list_models", "model_card", "match_pair", "Features", "Matches", "Estimate",
+__all__ = ["load", "list_models", "model_card", "match_pair", "keep_freed_memory", "Features", "Matches", "Estimate",
            "FeatmatchError", "UsageError", "ImageReadError", "WeightsError", "WeightsNotFoundError",
            "__version__"]

@@ -422,6 +422,12 @@ class _PipeSafeStdout:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import os
+
+    if os.environ.get("FEATMATCH_KEEP_FREED_MEMORY", "1").strip() not in ("0", "no", "false"):
+        from .memory import keep_freed_memory
+
+        keep_freed_memory()  # glibc: reuse freed blocks instead of page-faulting fresh ones (docs/cli.md)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = bool(getattr(args, "debug", False))
