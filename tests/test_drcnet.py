@@ -84,6 +84,51 @@ def test_match_extraction_parity(ref, inference):
     np.testing.assert_allclose(sc.numpy(), ref["post_scores"], rtol=1e-5, atol=1e-7)
 
 
+def _gather_prior(corr, points, source_to_target):
+    """The reference's coarse prior (lib/point_tnf.py / eval code): an element-wise gather
+    on the query image's grid, one row per target cell, then the sum over the 4 corners."""
+    b, _, ha, wa, hb, wb = corr.shape
+    if source_to_target:
+        grid, h, w, ho, wo = corr.reshape(b, ha, wa, hb * wb).permute(0, 3, 1, 2), ha, wa, hb, wb
+    else:
+        grid, h, w, ho, wo = corr.reshape(b, ha * wa, hb, wb), hb, wb, ha, wa
+    c, n = grid.shape[1], points.shape[1]
+    kp = points / 16
+    lim = kp.new_tensor([w - 1, h - 1])
+    hi = torch.minimum(torch.ceil(kp), lim)
+    lo = torch.minimum(torch.clamp_min(torch.floor(kp), 0), lim)
+    wu = kp - lo
+    wl = 1 - wu
+    ix = torch.stack([lo[..., 0], hi[..., 0], lo[..., 0], hi[..., 0]], -1).long()
+    iy = torch.stack([lo[..., 1], lo[..., 1], hi[..., 1], hi[..., 1]], -1).long()
+    cx = torch.stack([wl[..., 0], wu[..., 0], wl[..., 0], wu[..., 0]], -1)
+    cy = torch.stack([wl[..., 1], wl[..., 1], wu[..., 1], wu[..., 1]], -1)
+    idx = (iy * w + ix).reshape(b, 1, n * 4).expand(-1, c, -1)
+    vals = torch.gather(grid.reshape(b, c, h * w), 2, idx) * (cx * cy).reshape(b, 1, n * 4)
+    prior = vals.reshape(b, c, n, 4).sum(dim=3)
+    prior = (prior * (kp > 1e-10).to(prior.dtype).mean(dim=2)[:, None, :]).permute(0, 2, 1)
+    return (prior / (prior.sum(dim=2, keepdim=True) + 1e-15)).reshape(b, n, ho, wo)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_coarse_prior_row_copies_are_bit_identical_to_the_gather(batch):
+    from featmatch.models.drcnet.model import coarse_prior, prior_rows
+
+    g = torch.Generator().manual_seed(1)
+    corr = torch.rand(batch, 1, 6, 7, 5, 9, generator=g)
+    for s2t, (h, w) in ((True, (6, 7)), (False, (5, 9))):
+        pts = torch.rand(batch, 40, 2, generator=g) * torch.tensor([w * 16.0 + 20, h * 16.0 + 20])  # some outside
+        pts[:, :3] = 0.0  # all-zero prior
+        pts[:, 3:6, 1] = 0.0  # halved
+        want = _gather_prior(corr, pts, s2t)
+        assert torch.equal(coarse_prior(corr, pts, s2t), want)
+        part = pts[:, :17]  # a chunk of the queries, the rows made once
+        assert torch.equal(coarse_prior(corr, part, s2t, prior_rows(corr, s2t)), _gather_prior(corr, part, s2t))
+    leaf = corr.clone().requires_grad_()
+    coarse_prior(leaf, pts, False).sum().backward()  # training differentiates through it
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+
+
 def test_fine_scores_into_a_buffer_equal_the_plain_ones():
     from featmatch.models.drcnet.model import fine_scores
 

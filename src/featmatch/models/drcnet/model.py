@@ -93,29 +93,49 @@ def _validate(c: DRCNetConfig) -> None:
 
 
 # --------------------------------------------------------------------------- match extraction
-def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: bool = True) -> torch.Tensor:
+def prior_rows(corr: torch.Tensor, source_to_target: bool = True) -> torch.Tensor:
+    """The filtered coarse scores as one row per coarse cell of the query image: a view of
+    ``corr`` for A -> B, a transposed copy for B -> A (made once per direction, see
+    :func:`coarse_prior`).
+
+    Shape: ``(B, 1, hA, wA, hB, wB)`` -> ``(B, hA * wA, hB * wB)`` (A -> B) or
+    ``(B, hB * wB, hA * wA)`` (B -> A), contiguous.
+    """
+    b, _, ha, wa, hb, wb = corr.shape
+    rows = corr.reshape(b, ha * wa, hb * wb)
+    return rows.contiguous() if source_to_target else rows.transpose(1, 2).contiguous()
+
+
+def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: bool = True,
+                 rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Filtered coarse scores of query points over the other image's coarse cells, sampled
     bilinearly at ``points / 16`` (floor/ceil cells clamped to the grid, no half-cell shift)
     and divided by their sum (+1e-15). As the reference, a query with both coordinates
     <= 1e-10 gets an all-zero prior (and one with one such coordinate is halved before the
     normalisation).
 
+    The four corner cells' rows of scores are copied whole (``index_select`` on
+    :func:`prior_rows`) rather than gathered element by element from the query image's
+    grid: the same products and sums in the same order (bit-identical to the reference's
+    ``gather``, tested), ~1.5x faster per call at 1024x768 (whole match extraction ~5 %).
+
     Args:
         corr: filtered 4D scores.
         points: query positions in the reference's image coordinates (fine cell ``i`` at
             ``4 i``) of image A (``source_to_target``) or B.
+        rows: ``prior_rows(corr, source_to_target)``, to reuse across chunks of queries.
 
     Shape: corr ``(B, 1, hA, wA, hB, wB)``, points ``(B, N, 2)`` -> ``(B, N, h, w)``, the
     other image's coarse grid.
     """
     b, _, ha, wa, hb, wb = corr.shape
     if source_to_target:
-        grid = corr.reshape(b, ha, wa, hb * wb).permute(0, 3, 1, 2)  # (B, L_B, hA, wA)
         h, w, ho, wo = ha, wa, hb, wb
     else:
-        grid = corr.reshape(b, ha * wa, hb, wb)
         h, w, ho, wo = hb, wb, ha, wa
-    c = grid.shape[1]
+    if rows is None:
+        rows = prior_rows(corr, source_to_target)
+    c = rows.shape[2]
     n = points.shape[1]
     kp = points / COARSE_STRIDE
     hi_lim = kp.new_tensor([w - 1, h - 1])
@@ -129,10 +149,15 @@ def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: boo
     iy = torch.stack([lo[..., 1], lo[..., 1], hi[..., 1], hi[..., 1]], -1).long()
     cx = torch.stack([wl[..., 0], wu[..., 0], wl[..., 0], wu[..., 0]], -1)
     cy = torch.stack([wl[..., 1], wl[..., 1], wu[..., 1], wu[..., 1]], -1)
-    coeff = (cx * cy).reshape(b, 1, n * 4)
-    idx = (iy * w + ix).reshape(b, 1, n * 4).expand(-1, c, -1)
-    vals = torch.gather(grid.reshape(b, c, h * w), 2, idx) * coeff
-    prior = vals.reshape(b, c, n, 4).sum(dim=3)  # (B, L, N)
+    coeff = (cx * cy).reshape(b, n, 4, 1)
+    idx = (iy * w + ix).reshape(b, n * 4)
+    if b == 1:
+        corners = rows[0].index_select(0, idx[0])[None]
+    else:
+        corners = torch.gather(rows, 1, idx[..., None].expand(-1, -1, c))
+    prior = (corners.view(b, n, 4, c) * coeff).sum(dim=2)  # (B, N, L)
+    # the rest in the reference's (B, L, N) layout, so the normalising sum adds in its order
+    prior = prior.transpose(1, 2).contiguous()
     valid = (kp > 1e-10).to(prior.dtype).mean(dim=2)  # (B, N)
     prior = (prior * valid[:, None, :]).permute(0, 2, 1)
     prior = prior / (prior.sum(dim=2, keepdim=True) + 1e-15)
@@ -266,9 +291,10 @@ def find_matches(corr: torch.Tensor, fine_q: torch.Tensor, fine_t: torch.Tensor,
     buf = None
     if not torch.is_grad_enabled() and points.shape[1]:  # one score buffer for all chunks (see fine_scores)
         buf = fine_t.new_empty(points.shape[0], min(chunk, points.shape[1]), fine_t.shape[-2] * wt)
+    rows = prior_rows(corr, source_to_target) if points.shape[1] else None
     for k in range(0, points.shape[1], chunk):
         q = points[:, k:k + chunk]
-        prior = coarse_prior(corr, q, source_to_target)
+        prior = coarse_prior(corr, q, source_to_target, rows)
         sc = fine_scores(prior, fine_q, fine_t, q, out=buf)
         m, s = best_fine(sc, wt)
         ms.append(m)
