@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -422,9 +423,7 @@ class _PipeSafeStdout:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import os
-
-    if os.environ.get("FEATMATCH_KEEP_FREED_MEMORY", "1").strip() not in ("0", "no", "false"):
+    if os.environ.get("FEATMATCH_KEEP_FREED_MEMORY", "1").strip().lower() not in ("0", "no", "false", "off"):
         from .memory import keep_freed_memory
 
         keep_freed_memory()  # glibc: reuse freed blocks instead of page-faulting fresh ones (docs/cli.md)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import platform
+import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,13 @@ def keep_freed_memory() -> bool:
     global _applied
     if _applied:
         return True
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc_name = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"; unset on musl
+    except (ValueError, OSError, AttributeError):
+        return False
+    if not libc_name.startswith("glibc"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
