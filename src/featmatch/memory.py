@@ -39,9 +39,9 @@ def keep_freed_memory() -> bool:
     (``model.match`` over many pairs, training steps) stop paying page faults for their large
     temporaries: ``drcnet.xfeat`` 1.25x, ``aliked.n16+lightglue`` 1.19x, ``loftr.tiny`` 1.15x,
     ``lift`` 1.04x per 640x480 pair here, XFeat unchanged, with the same outputs and a peak
-    RSS within ~10 % (docs/cli.md). Memory freed by the process
-    is not returned to the system until it exits (it stays available to the process).
-    The settings are process-wide and stay until exit; calling again does nothing.
+    RSS within ~10 % (docs/cli.md). Memory freed by the process is not returned to the
+    system until it exits (it stays available to the process). The settings are
+    process-wide and stay until exit; calling again does nothing.
 
     Returns:
         True if the settings are in effect (Linux with glibc), False where there is nothing
