@@ -87,26 +87,19 @@ def test_match_extraction_parity(ref, inference):
 def _gather_prior(corr, points, source_to_target):
     """The reference's coarse prior (lib/point_tnf.py / eval code): an element-wise gather
     on the query image's grid, one row per target cell, then the sum over the 4 corners."""
+    from featmatch.models.drcnet.model import coarse_corners
+
     b, _, ha, wa, hb, wb = corr.shape
     if source_to_target:
         grid, h, w, ho, wo = corr.reshape(b, ha, wa, hb * wb).permute(0, 3, 1, 2), ha, wa, hb, wb
     else:
         grid, h, w, ho, wo = corr.reshape(b, ha * wa, hb, wb), hb, wb, ha, wa
     c, n = grid.shape[1], points.shape[1]
-    kp = points / 16
-    lim = kp.new_tensor([w - 1, h - 1])
-    hi = torch.minimum(torch.ceil(kp), lim)
-    lo = torch.minimum(torch.clamp_min(torch.floor(kp), 0), lim)
-    wu = kp - lo
-    wl = 1 - wu
-    ix = torch.stack([lo[..., 0], hi[..., 0], lo[..., 0], hi[..., 0]], -1).long()
-    iy = torch.stack([lo[..., 1], lo[..., 1], hi[..., 1], hi[..., 1]], -1).long()
-    cx = torch.stack([wl[..., 0], wu[..., 0], wl[..., 0], wu[..., 0]], -1)
-    cy = torch.stack([wl[..., 1], wl[..., 1], wu[..., 1], wu[..., 1]], -1)
-    idx = (iy * w + ix).reshape(b, 1, n * 4).expand(-1, c, -1)
-    vals = torch.gather(grid.reshape(b, c, h * w), 2, idx) * (cx * cy).reshape(b, 1, n * 4)
+    cells, weights = coarse_corners(points, h, w)
+    idx = cells.reshape(b, 1, n * 4).expand(-1, c, -1)
+    vals = torch.gather(grid.reshape(b, c, h * w), 2, idx) * weights.reshape(b, 1, n * 4)
     prior = vals.reshape(b, c, n, 4).sum(dim=3)
-    prior = (prior * (kp > 1e-10).to(prior.dtype).mean(dim=2)[:, None, :]).permute(0, 2, 1)
+    prior = (prior * (points / 16 > 1e-10).to(prior.dtype).mean(dim=2)[:, None, :]).permute(0, 2, 1)
     return (prior / (prior.sum(dim=2, keepdim=True) + 1e-15)).reshape(b, n, ho, wo)
 
 

@@ -106,6 +106,27 @@ def prior_rows(corr: torch.Tensor, source_to_target: bool = True) -> torch.Tenso
     return rows.contiguous() if source_to_target else rows.transpose(1, 2).contiguous()
 
 
+def coarse_corners(points: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four coarse cells around ``points / 16`` on an ``h x w`` grid (floor/ceil clamped to
+    the grid, no half-cell shift) and their bilinear weights, in the order (y_lo, x_lo),
+    (y_lo, x_hi), (y_hi, x_lo), (y_hi, x_hi).
+
+    Shape: points ``(B, N, 2)`` -> flat cell indices ``(B, N, 4)`` (long), weights ``(B, N, 4)``.
+    """
+    kp = points / COARSE_STRIDE
+    hi_lim = kp.new_tensor([w - 1, h - 1])
+    lo = torch.clamp_min(torch.floor(kp), 0)
+    hi = torch.minimum(torch.ceil(kp), hi_lim)
+    lo = torch.minimum(lo, hi_lim)  # only matters for points outside the image
+    wu = kp - lo
+    wl = 1 - wu
+    ix = torch.stack([lo[..., 0], hi[..., 0], lo[..., 0], hi[..., 0]], -1).long()
+    iy = torch.stack([lo[..., 1], lo[..., 1], hi[..., 1], hi[..., 1]], -1).long()
+    cx = torch.stack([wl[..., 0], wu[..., 0], wl[..., 0], wu[..., 0]], -1)
+    cy = torch.stack([wl[..., 1], wl[..., 1], wu[..., 1], wu[..., 1]], -1)
+    return iy * w + ix, cx * cy
+
+
 def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: bool = True,
                  rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Filtered coarse scores of query points over the other image's coarse cells, sampled
@@ -114,10 +135,11 @@ def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: boo
     <= 1e-10 gets an all-zero prior (and one with one such coordinate is halved before the
     normalisation).
 
-    The four corner cells' rows of scores are copied whole (``index_select`` on
-    :func:`prior_rows`) rather than gathered element by element from the query image's
-    grid: the same products and sums in the same order (bit-identical to the reference's
-    ``gather``, tested), ~1.5x faster per call at 1024x768 (whole match extraction ~5 %).
+    The four corner cells (:func:`coarse_corners`) have their rows of scores copied whole
+    (``index_select`` on :func:`prior_rows`, any batch size) rather than gathered element by
+    element from the query image's grid: the same products and sums in the same order
+    (bit-identical to the reference's ``gather``, tested), ~1.5x faster per call at 1024x768
+    (whole match extraction ~5 %).
 
     Args:
         corr: filtered 4D scores.
@@ -137,28 +159,13 @@ def coarse_prior(corr: torch.Tensor, points: torch.Tensor, source_to_target: boo
         rows = prior_rows(corr, source_to_target)
     c = rows.shape[2]
     n = points.shape[1]
-    kp = points / COARSE_STRIDE
-    hi_lim = kp.new_tensor([w - 1, h - 1])
-    lo = torch.clamp_min(torch.floor(kp), 0)
-    hi = torch.minimum(torch.ceil(kp), hi_lim)
-    lo = torch.minimum(lo, hi_lim)  # only matters for points outside the image
-    wu = kp - lo
-    wl = 1 - wu
-    # corners in the order (y_lo, x_lo), (y_lo, x_hi), (y_hi, x_lo), (y_hi, x_hi)
-    ix = torch.stack([lo[..., 0], hi[..., 0], lo[..., 0], hi[..., 0]], -1).long()
-    iy = torch.stack([lo[..., 1], lo[..., 1], hi[..., 1], hi[..., 1]], -1).long()
-    cx = torch.stack([wl[..., 0], wu[..., 0], wl[..., 0], wu[..., 0]], -1)
-    cy = torch.stack([wl[..., 1], wl[..., 1], wu[..., 1], wu[..., 1]], -1)
-    coeff = (cx * cy).reshape(b, n, 4, 1)
-    idx = (iy * w + ix).reshape(b, n * 4)
-    if b == 1:
-        corners = rows[0].index_select(0, idx[0])[None]
-    else:
-        corners = torch.gather(rows, 1, idx[..., None].expand(-1, -1, c))
-    prior = (corners.view(b, n, 4, c) * coeff).sum(dim=2)  # (B, N, L)
+    idx, coeff = coarse_corners(points, h, w)
+    flat = idx + (torch.arange(b, device=idx.device) * rows.shape[1])[:, None, None]  # rows of all batch items
+    corners = rows.reshape(b * rows.shape[1], c).index_select(0, flat.reshape(-1))
+    prior = (corners.view(b, n, 4, c) * coeff[..., None]).sum(dim=2)  # (B, N, L)
     # the rest in the reference's (B, L, N) layout, so the normalising sum adds in its order
     prior = prior.transpose(1, 2).contiguous()
-    valid = (kp > 1e-10).to(prior.dtype).mean(dim=2)  # (B, N)
+    valid = (points / COARSE_STRIDE > 1e-10).to(prior.dtype).mean(dim=2)  # (B, N)
     prior = (prior * valid[:, None, :]).permute(0, 2, 1)
     prior = prior / (prior.sum(dim=2, keepdim=True) + 1e-15)
     return prior.reshape(b, n, ho, wo)
