@@ -10,7 +10,7 @@ fresh memory whose pages fault in again on every call: ~90,000 minor page faults
 as preloading tcmalloc or jemalloc but switchable at run time. The ``featmatch`` command
 calls it at start (``FEATMATCH_KEEP_FREED_MEMORY=0`` turns that off); library users call it
 themselves, since it changes the whole process. Measured in ``benchmarks/bench_allocator.py``
-(variant ``glibc-nommap``) and docs/cli.md.
+(variant ``keep-freed``) and docs/cli.md.
 """
 
 from __future__ import annotations

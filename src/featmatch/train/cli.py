@@ -110,6 +110,10 @@ def _parse_scale(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+#: methods whose --start weights are fine-tuned like --init official (keep-best on, not both)
+FINETUNE_START = ("loftr", "xfeat")
+
+
 def _check_start(args: argparse.Namespace) -> None:
     """--start FILE: the file must exist; loftr and xfeat: not with --init official."""
     start = getattr(args, "start", None)
@@ -117,7 +121,7 @@ def _check_start(args: argparse.Namespace) -> None:
         return
     if not Path(start).is_file():
         raise UsageError(f"--start: weights file not found: {start}")
-    if args.method in ("loftr", "xfeat") and args.init == "official":
+    if args.method in FINETUNE_START and args.init == "official":
         what = "the shipped loftr.tiny" if args.method == "loftr" else "the authors' XFeat weights"
         raise UsageError(f"give --init official ({what}) or --start FILE, not both")
 
@@ -165,7 +169,7 @@ def _train_config(args: argparse.Namespace, freeze_bn: bool):
 
     auto = None
     # fine-tuning (--init official, --start FILE): never end worse than the start on the validation
-    if args.init == "official" or (args.method in ("loftr", "xfeat") and getattr(args, "start", None)):
+    if args.init == "official" or (args.method in FINETUNE_START and getattr(args, "start", None)):
         auto = "pose_precision" if getattr(args, "val_pose", None) else "mma@3"
     keep_best = {"auto": auto, "none": None}.get(args.keep_best, args.keep_best)
     return TrainConfig(keep_best=keep_best, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
