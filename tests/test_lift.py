@@ -12,7 +12,7 @@ from featmatch.errors import UsageError, WeightsError
 from featmatch.models.lift import (LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
                                    SubtractiveNorm, crop_patch, ghh, patch_to_det_coords, scale_space_nms)
 from featmatch.ops.softargmax import soft_max_score, softargmax2d
-from featmatch.train.losses.lift import (classification_loss, descriptor_hinge_loss, detector_loss, mining_ratio,
+from featmatch.train.losses.lift import (classification_loss, descriptor_batch_hinge_loss, descriptor_hinge_loss, detector_loss, mining_ratio,
                                          orientation_loss, overlap_loss)
 
 from conftest import textured
@@ -288,6 +288,30 @@ def test_descriptor_hinge_loss_and_mining():
     assert [mining_ratio(s, 5000) for s in (0, 4999, 5000, 10000, 50000)] == [1, 1, 2, 4, 4]
 
 
+def test_descriptor_batch_hinge_loss_mines_the_whole_batch():
+    d1 = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    d2 = torch.tensor([[1.0, 0.0], [10.0, 2.0], [0.0, 10.0]])
+    d3 = torch.tensor([[0.0, 9.0], [20.0, 0.0], [3.0, 0.0]])
+    loss, logs = descriptor_batch_hinge_loss(d1, d2, d3, margin=4.0)
+    pos = (1 + 2 + 0) / 3
+    # anchors d1: nearest of the other quadruplets' d2 and of every d3
+    hard1 = [3.0, 7.0, 1.0]  # d1[0]: d3[2] at 3; d1[1]: d3[2] at 7; d1[2]: d3[0] at 1
+    # anchors d2: nearest of the other quadruplets' d1
+    hard2 = [math.hypot(9, 0), math.hypot(10, 2), 10.0]  # d2[0]: d1[1]; d2[1]: d1[0]; d2[2]: d1[0]
+    neg = sum(max(0.0, 4 - h) for h in hard1 + hard2) / 6
+    assert loss.item() == pytest.approx(pos + neg)
+    assert logs["neg_active"] == pytest.approx(2 / 6)
+    # the own P2 is never a negative: identical positives give no hinge term
+    same, _ = descriptor_batch_hinge_loss(d1, d1.clone(), d1 + 100.0, margin=4.0)
+    assert same.item() == pytest.approx(0.0)
+    # gradients stay finite with coinciding descriptors (masked zero distances)
+    a = torch.zeros(3, 2, requires_grad=True)
+    descriptor_batch_hinge_loss(a, a * 1.0, a * 1.0)[0].backward()
+    assert torch.isfinite(a.grad).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        descriptor_batch_hinge_loss(d1[:1], d2[:1], d3[:1])
+
+
 def test_orientation_and_classification_losses():
     assert orientation_loss(torch.zeros(2, 3), torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])).item() == pytest.approx(3.0)
     s = torch.tensor([[1.0, 0.5, -1.0, -1.0], [2.0, 2.0, 2.0, 0.0]])
@@ -344,7 +368,7 @@ def test_patch_set_geometry(quads):
     assert (quads.xy.abs() <= 0.21).all()  # jitter <= 20 % of the half patch
 
 
-@pytest.mark.parametrize("stage", ["desc", "ori-pretrain", "ori", "det-pretrain", "det"])
+@pytest.mark.parametrize("stage", ["desc", "desc-batch", "ori-pretrain", "ori", "det-pretrain", "det"])
 def test_training_steps_lower_each_loss(quads, stage):
     from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
 
@@ -353,7 +377,8 @@ def test_training_steps_lower_each_loss(quads, stage):
     name = stage.split("-")[0]
     pre = 10 ** 6 if stage.endswith("pretrain") else 0
     rec = LIFTRecipe(LIFTRecipeConfig(stage=name, pairs=6, mining_max=1.0, det_pretrain_steps=pre,
-                                      ori_pretrain_steps=pre), batch_size=6)
+                                      ori_pretrain_steps=pre, negatives="batch" if stage == "desc-batch" else "pairs"),
+                     batch_size=6)
     part = {"desc": net.descriptor, "ori": net.orientation, "det": net.detector}[name]
     opt = torch.optim.Adam(part.parameters(), lr={"desc": 1e-3, "ori": 1e-2, "det": 1e-3}[name])
     batch = {k: torch.stack([quads[i][k] for i in range(6)]) for k in ("P", "xy", "angle", "index")}
@@ -374,8 +399,39 @@ def test_recipe_validation_metrics(quads):
     net = LIFTNet()
     with torch.no_grad():
         v = LIFTRecipe(LIFTRecipeConfig(stage="det", val_quads=8), val_set=quads).validate(net)
-    assert {"auc", "fpr95", "neg_dist", "ori_err_deg", "cls_acc", "iou"} <= set(v)
+    assert {"auc", "fpr95", "neg_dist", "ori_err_deg", "cls_acc", "iou", "nn_acc"} <= set(v)
     assert 0 <= v["auc"] <= 1 and 0 <= v["iou"] <= 1
+
+
+def test_validation_nn_accuracy_ranks_against_every_candidate(quads):
+    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
+
+    class Fake(torch.nn.Module):  # descriptor = the mean of the crop's four quadrants
+        def __init__(self, shift):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.shift = shift
+
+        def descriptor(self, crops):
+            return torch.nn.functional.adaptive_avg_pool2d(crops, 2).flatten(1) * 100 + self.shift
+
+    rec = LIFTRecipe(LIFTRecipeConfig(stage="desc", val_quads=16), val_set=quads)
+    with torch.no_grad():
+        v = rec.validate(Fake(0.0))
+    assert 0 < v["nn_acc"] <= 1
+    with torch.no_grad():  # a descriptor that ignores the patch cannot rank: only ties, first index wins
+        const = LIFTRecipe(LIFTRecipeConfig(stage="desc", val_quads=16), val_set=quads)
+        net = Fake(0.0)
+        net.descriptor = lambda crops: torch.zeros(crops.shape[0], 4)
+        assert const.validate(net)["nn_acc"] == pytest.approx(1 / 16)
+
+
+def test_negatives_option_is_checked():
+    from featmatch.errors import UsageError
+    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
+
+    with pytest.raises(UsageError, match="negatives"):
+        LIFTRecipe(LIFTRecipeConfig(negatives="all"))
 
 
 # --------------------------------------------------------------------------- authors' descriptor file

@@ -146,6 +146,10 @@ def test_train_lift_next_stage_starts_from_the_previous_model(tmp_path, capsys):
     base = ["train", "lift", "--images", str(tmp_path / "a.npz"), "--val-patches", str(tmp_path / "a.npz"),
             "--steps", "1", "--pairs-per-step", "2", "--val-every", "1", "--ckpt-every", "1", "--warmup", "1"]
     assert main(base + ["--stage", "desc", "--out", str(tmp_path / "desc")]) == 0
+    assert main(base + ["--stage", "desc", "--negatives", "batch", "--out", str(tmp_path / "desc_b")]) == 0
+    ck = torch.load(tmp_path / "desc_b" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["extra"]["negatives"] == "batch"
+    assert "nn_acc" in json.loads((tmp_path / "desc_b" / "log.jsonl").read_text().splitlines()[-2])["val"]
     state = torch.load(tmp_path / "desc" / "model.pt", map_location="cpu", weights_only=True)
     # a recognisable start: the run's file (its keys, dtypes) with every weight moved
     state = {k: v + 0.25 if v.is_floating_point() else v for k, v in state.items()}
@@ -162,6 +166,8 @@ def test_train_lift_next_stage_starts_from_the_previous_model(tmp_path, capsys):
     assert set(got) == set(desc) and all(torch.equal(got[k], desc[k].float()) for k in desc), "--start not loaded"
 
     cases = [(["--stage", "det"], "pass --start RUN/model.pt"),
+             (["--stage", "ori", "--start", str(tmp_path / "start.pt"), "--negatives", "batch"],
+              "--negatives is an option of --stage desc"),
              (["--stage", "ori", "--start", str(tmp_path / "none.pt")], "weights file not found"),
              (["--stage", "ori", "--start", str(tmp_path / "a.png")], "a.png")]
     for extra, message in cases:

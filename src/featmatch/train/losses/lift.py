@@ -4,6 +4,10 @@
   ``max(0, C - ||d1 - d3||)`` for non-corresponding ones (margin ``C = 4``), each averaged
   over the hardest ``1 / mining_ratio`` of the candidates (progressive hard mining).
 * :func:`mining_ratio` - the paper's schedule: 1, doubled every ``every`` batches.
+* :func:`descriptor_batch_hinge_loss` - the same hinge loss with each patch's hardest
+  negative mined over the whole batch (featmatch's option, not the paper's: the negatives of
+  the other quadruplets too, as HardNet's in-batch mining), for the ranking task of real
+  matching (one point against every point of the other image).
 * :func:`orientation_loss` - ORI: ``||h(G(P1, x1)) - h(G(P2, x2))||`` with DESC fixed.
 * :func:`orientation_regression_loss` - featmatch's ORI warm-up (not in the paper):
   ``1 - cos(theta - theta_sift)``, regressing the (mapped) SIFT orientations of the data.
@@ -56,6 +60,40 @@ def descriptor_hinge_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, 
     loss = _hardest(pos, mining_ratio).mean() + _hardest(neg, mining_ratio).mean()
     with torch.no_grad():
         logs = {"pos_dist": float(pos.mean()), "neg_dist": float(neg_dist.mean()),
+                "neg_active": float((neg > 0).float().mean())}
+    return loss, logs
+
+
+def descriptor_batch_hinge_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor,
+                                margin: float = 4.0) -> tuple[torch.Tensor, dict]:
+    """Hinge embedding loss of DESC with the hardest negative of each anchor in the batch.
+
+    ``(d1[n], d2[n])`` are corresponding patches. For anchor ``d1[n]`` the negative is the
+    nearest of ``d2[m]`` (``m != n``) and ``d3[m]`` (every ``m``); for anchor ``d2[n]`` the nearest
+    of ``d1[m]`` (``m != n``). The loss is ``mean_n ||d1[n] - d2[n]||`` plus the mean over both
+    anchor sets of ``max(0, C - d_hardest)``. Quadruplets of one batch must show different
+    points (distinct keypoints, as the patch sets are built).
+
+    Shape:
+        d1, d2, d3: ``(N, D)`` with ``N >= 2``. Returns the scalar loss and logs (mean
+        positive distance, mean hardest-negative distance, share inside the margin).
+    """
+    check_shape("d1", d1, (-1, -1))
+    check_shape("d2", d2, tuple(d1.shape))
+    check_shape("d3", d3, tuple(d1.shape))
+    n = d1.shape[0]
+    if n < 2:
+        raise ValueError("descriptor_batch_hinge_loss needs at least 2 quadruplets per batch")
+    pos = (d1 - d2).norm(dim=-1)
+    eye = torch.eye(n, dtype=torch.bool, device=d1.device)
+    d12 = torch.cdist(d1, d2).masked_fill(eye, float("inf"))  # (n, n): anchor d1[i] vs d2[j]
+    d13 = torch.cdist(d1, d3)
+    hard1 = torch.minimum(d12.min(1).values, d13.min(1).values)  # anchors d1
+    hard2 = d12.min(0).values  # anchors d2: d1[m] vs d2[n], m != n
+    neg = torch.relu(margin - torch.cat([hard1, hard2]))
+    loss = pos.mean() + neg.mean()
+    with torch.no_grad():
+        logs = {"pos_dist": float(pos.mean()), "neg_dist": float(torch.cat([hard1, hard2]).mean()),
                 "neg_active": float((neg > 0).float().mean())}
     return loss, logs
 

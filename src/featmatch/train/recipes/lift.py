@@ -7,7 +7,10 @@ part on quadruplets of 128x128 patches (:mod:`featmatch.data.lift_patches`), the
    hinge embedding loss, margin 4, balanced positive / negative pairs, progressive hard
    mining (ratio 1, doubled every ``mining_every`` steps up to ``mining_max``: the batch holds
    ``pairs * mining_max`` candidates, the first ``pairs * ratio`` are ranked without gradients
-   and the hardest ``pairs`` positives and negatives are back-propagated).
+   and the hardest ``pairs`` positives and negatives are back-propagated). With
+   ``negatives="batch"`` (featmatch's option, ``--negatives batch``) each patch's negative is
+   instead its hardest one among all the batch's other patches
+   (:func:`~featmatch.train.losses.lift.descriptor_batch_hinge_loss`; no mining schedule).
 2. ``ori``: ORI on crops at the known keypoints; loss = distance of the DESC descriptors
    (DESC fixed) of the crops rotated by the predicted orientations, after
    ``ori_pretrain_steps`` of warm-up regressing the data's SIFT orientations (featmatch's
@@ -21,7 +24,9 @@ part on quadruplets of 128x128 patches (:mod:`featmatch.data.lift_patches`), the
 Validation on held-out quadruplets: ``auc`` (ROC area of positive vs negative descriptor
 distances), ``fpr95``; for ``ori`` also the relative-orientation error; for ``det`` the
 classification accuracy and the crops' IoU. ``neg_dist`` = minus the mean positive
-descriptor distance through the stage's pipeline.
+descriptor distance through the stage's pipeline; ``nn_acc`` = share of the P1 whose nearest
+descriptor among all P2 and P3 of the validated quadruplets is their own P2 (the ranking task
+of real matching, which the pairwise AUC does not measure).
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ import torch
 
 from ...errors import UsageError
 from ...models.lift import LIFTNet, crop_patch
-from ..losses.lift import (classification_loss, descriptor_hinge_loss, mining_ratio, orientation_loss,
-                           orientation_regression_loss, overlap_loss)
+from ..losses.lift import (classification_loss, descriptor_batch_hinge_loss, descriptor_hinge_loss, mining_ratio,
+                           orientation_loss, orientation_regression_loss, overlap_loss)
 
 STAGES = ("desc", "ori", "det")
+NEGATIVES = ("pairs", "batch")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class LIFTRecipeConfig:
     det_pretrain_steps: int = 0  # det: steps with the eq. 11 overlap pair term before the full loss
     ori_pretrain_steps: int = 0  # ori: steps regressing the SIFT orientations before the paper's loss
     gamma: float = 1.0  # det: weight of the classification loss
+    negatives: str = "pairs"  # desc: "pairs" (the paper's P1-P3 pairs, mined) | "batch" (hardest in the batch)
     val_quads: int = 400  # held-out quadruplets per validation
 
 
@@ -80,6 +87,8 @@ class LIFTRecipe:
     def __init__(self, config: LIFTRecipeConfig = LIFTRecipeConfig(), val_set=None, batch_size: Optional[int] = None):
         if config.stage not in STAGES:
             raise UsageError(f"LIFT stage must be one of {', '.join(STAGES)}, got '{config.stage}'")
+        if config.negatives not in NEGATIVES:
+            raise UsageError(f"LIFT negatives must be one of {', '.join(NEGATIVES)}, got '{config.negatives}'")
         self.config = config
         self.val_set = val_set
         self.batch_size = batch_size
@@ -108,6 +117,9 @@ class LIFTRecipe:
     def _loss_desc(self, net: LIFTNet, batch: dict):
         c = self.config
         P, xy, ang = batch["P"], batch["xy"], batch["angle"]
+        if c.negatives == "batch":
+            d = [self.describe(net, P[:, k], xy[:, k], ang[:, k]) for k in range(3)]
+            return descriptor_batch_hinge_loss(d[0], d[1], d[2], c.margin)
         r = mining_ratio(self._step(batch), c.mining_every, 1.0, c.mining_max)
         n = min(P.shape[0], int(round(c.pairs * r)))
         if n > c.pairs:  # rank the candidates without gradients, keep the hardest
@@ -170,7 +182,7 @@ class LIFTRecipe:
             return {}
         net = model.module if hasattr(model, "module") else model
         n = min(self.config.val_quads, self.val_set.size)
-        out: dict = {"pos": [], "neg": [], "err": [], "cls": [], "iou": []}
+        out: dict = {"pos": [], "neg": [], "err": [], "cls": [], "iou": [], "d": []}
         dev = next(net.parameters()).device
         for i in range(0, n, 100):
             items = [self.val_set[j] for j in range(i, min(i + 100, n))]
@@ -200,13 +212,17 @@ class LIFTRecipe:
                 th = [self.orient(net, P[:, k], pts[k]) for k in range(3)]
                 out["err"].append(_wrap((th[1] - th[0]) - (ang[:, 1] - ang[:, 0])).abs())
             d = [self.describe(net, P[:, k], pts[k], th[k]) for k in range(3)]
+            out["d"].append(torch.stack(d))
             out["pos"].append((d[0] - d[1]).norm(dim=-1))
             out["neg"].append((d[0] - d[2]).norm(dim=-1))
         pos = torch.cat(out["pos"]).cpu().numpy()
         neg = torch.cat(out["neg"]).cpu().numpy()
         auc, fpr95 = _auc(pos, neg)
+        d1, d2, d3 = torch.cat(out["d"], 1).float()
+        nn = torch.cdist(d1, torch.cat([d2, d3])).argmin(1)
         res = {"auc": auc, "fpr95": fpr95, "neg_dist": -float(pos.mean()), "pos_dist": float(pos.mean()),
-               "neg_pair_dist": float(neg.mean())}
+               "neg_pair_dist": float(neg.mean()),
+               "nn_acc": float((nn == torch.arange(len(d1), device=nn.device)).float().mean())}
         if out["err"]:
             res["ori_err_deg"] = float(torch.cat(out["err"]).mean()) * 180 / math.pi
         if out["cls"]:
@@ -224,6 +240,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-patches", default=None, help="lift: held-out patch set (.npz); default: the last 5%% of --images")
     g.add_argument("--pairs-per-step", type=int, default=64, help="lift: positive (and negative) pairs per step")
     g.add_argument("--mining-every", type=int, default=5000, help="lift desc: the mining ratio doubles every N steps")
+    g.add_argument("--negatives", choices=NEGATIVES, default="pairs",
+                   help="lift desc: 'pairs' = the paper's P1-P3 negatives with progressive mining (default); "
+                        "'batch' = each patch's hardest negative among the whole batch (featmatch's option; "
+                        "--pairs-per-step quadruplets per step, all back-propagated)")
     g.add_argument("--det-init", choices=("dog", "keep"), default="dog",
                    help="lift det: start the detector as |DoG| (featmatch's warm start, default) or keep the "
                         "--start file's detector")
@@ -288,11 +308,15 @@ def build_run(args: argparse.Namespace):
     for p in trained.parameters():
         p.requires_grad_(True)
     pairs = args.pairs_per_step
-    mining_max = 4.0 if args.stage == "desc" else 1.0
+    negatives = getattr(args, "negatives", "pairs")
+    if negatives != "pairs" and args.stage != "desc":
+        raise UsageError("--negatives is an option of --stage desc")
+    mining_max = 4.0 if args.stage == "desc" and negatives == "pairs" else 1.0
     batch = int(pairs * mining_max)
     pre = args.pretrain_steps if args.pretrain_steps is not None else args.steps // 2
     recipe = LIFTRecipe(LIFTRecipeConfig(stage=args.stage, pairs=pairs, mining_every=args.mining_every,
-                                         mining_max=mining_max, det_pretrain_steps=pre, ori_pretrain_steps=pre),
+                                         mining_max=mining_max, det_pretrain_steps=pre, ori_pretrain_steps=pre,
+                                         negatives=negatives),
                         val_set=val, batch_size=batch)
     keep_best = {"auto": {"desc": "auc", "ori": "neg_dist", "det": "neg_dist"}[args.stage],
                  "none": None}.get(args.keep_best, args.keep_best)
@@ -302,6 +326,7 @@ def build_run(args: argparse.Namespace):
     meta = {"method": "lift", "stage": args.stage, "patches": ",".join(Path(f).name for f in sets),
             "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
-            "pairs_per_step": pairs, "pretrain_steps": pre if args.stage in ("ori", "det") else None,
+            "pairs_per_step": pairs, "negatives": negatives if args.stage == "desc" else None,
+            "pretrain_steps": pre if args.stage in ("ori", "det") else None,
             "det_init": getattr(args, "det_init", None) if args.stage == "det" else None}
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
