@@ -676,7 +676,7 @@ _PAPER = "Yi, Trulls, Lepetit, Fua, LIFT: Learned Invariant Feature Transform, E
 #: featmatch's trained ``lift`` checkpoint, shipped inside the package (float16)
 LIFT_WEIGHTS = WeightSpec(
     filename="lift.pt",
-    sha256="034388d5f34abfebb4728cc1083fbff9019b9d68089fbb37aa40abc3a60e410d",
+    sha256="a9fa0e02458ce7423aa90be53ea5b6b2d2eb146c39517cf2d11159c33bec2df9",
     installed=(("featmatch", "weights/lift.pt"),),
     license="Apache-2.0",
 )
@@ -688,12 +688,13 @@ register(
         summary="LIFT: learned detector (scale-space pyramid + NMS), orientation and 128-d descriptor; MNN (L2)",
         paper=_PAPER, code_license="Apache-2.0", weights=LIFT_WEIGHTS, weights_origin="featmatch",
         input="RGB or grey float [0, 1], any size (converted to grey)",
-        notes=("trained by featmatch on CPU (two sessions, ~100 min of one thread in all) on 24,000 quadruplets from "
-               "synthetic warps of 2,245 photos: DESC 2,450 x 32-64 pairs (held-out AUC 0.9994, FPR95 0.003; the "
-               "authors' DESC: 0.9987 / 0.001), ORI 400 + 1,550 x 32 (orientation error 9.1 deg), DET = featmatch's "
-               "DoG warm start (the detector stage's training did not beat it on validation); MNN + ratio 0.8 like "
-               "sift. Homography MHA@3 37.1 vs SIFT 42.9: docs/lift.md. descriptor_weights=PATH loads the authors' "
-               "Theano descriptor"),
+        notes=("trained by featmatch on CPU (three sessions, ~145 min of one thread in all) on 24,000 quadruplets "
+               "from synthetic warps of 2,245 photos: DESC 2,450 x 32-64 pairs with the paper's mined pairs, then "
+               "1,000 x 128 with in-batch hardest negatives (--negatives batch); ORI 400 + 1,550 x 32 (orientation "
+               "error 9.1 deg), DET = featmatch's DoG warm start (the detector stage's training did not beat it on "
+               "validation); MNN + ratio 0.8 like sift. float32: homography MHA@3 42.9 (SIFT 42.9), pose AUC@10 "
+               "80.7 (SIFT 80.7), matching score 0.135 (SIFT 0.180): docs/lift.md. descriptor_weights=PATH loads "
+               "the authors' Theano descriptor"),
         missing_weights="featmatch's LIFT checkpoint (weights/lift.pt) is not installed; pass weights=PATH "
                         "(a `featmatch train lift` run's model.pt) or pretrained=False"),
     config_cls=LIFTConfig, build=LIFT,
