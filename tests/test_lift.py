@@ -12,8 +12,8 @@ from featmatch.errors import UsageError, WeightsError
 from featmatch.models.lift import (LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
                                    SubtractiveNorm, crop_patch, ghh, patch_to_det_coords, scale_space_nms)
 from featmatch.ops.softargmax import soft_max_score, softargmax2d
-from featmatch.train.losses.lift import (classification_loss, descriptor_batch_hinge_loss, descriptor_hinge_loss, detector_loss, mining_ratio,
-                                         orientation_loss, overlap_loss)
+from featmatch.train.losses.lift import (classification_loss, descriptor_batch_hinge_loss, descriptor_hinge_loss,
+                                         detector_loss, mining_ratio, orientation_loss, overlap_loss)
 
 from conftest import textured
 
@@ -404,26 +404,25 @@ def test_recipe_validation_metrics(quads):
 
 
 def test_validation_nn_accuracy_ranks_against_every_candidate(quads):
-    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
+    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig, nn_accuracy
 
-    class Fake(torch.nn.Module):  # descriptor = the mean of the crop's four quadrants
-        def __init__(self, shift):
+    d1 = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    d2 = torch.tensor([[0.1, 0.0], [0.4, 0.0], [0.0, 5.2]])  # d2[1] is nearer to d1[0] than to d1[1]
+    d3 = torch.tensor([[9.0, 9.0], [5.1, 0.0], [0.0, 5.3]])  # d3[1] is d1[1]'s nearest
+    assert nn_accuracy(d1, d2, d3) == pytest.approx(2 / 3)  # d1[0] -> d2[0], d1[1] -> d3[1], d1[2] -> d2[2]
+    assert nn_accuracy(d1, d1, d1 + 100) == 1.0
+
+    class Constant(torch.nn.Module):  # a descriptor that ignores the patch: only ties, first candidate wins
+        def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
-            self.shift = shift
 
         def descriptor(self, crops):
-            return torch.nn.functional.adaptive_avg_pool2d(crops, 2).flatten(1) * 100 + self.shift
+            return torch.zeros(crops.shape[0], 4)
 
-    rec = LIFTRecipe(LIFTRecipeConfig(stage="desc", val_quads=16), val_set=quads)
     with torch.no_grad():
-        v = rec.validate(Fake(0.0))
-    assert 0 < v["nn_acc"] <= 1
-    with torch.no_grad():  # a descriptor that ignores the patch cannot rank: only ties, first index wins
-        const = LIFTRecipe(LIFTRecipeConfig(stage="desc", val_quads=16), val_set=quads)
-        net = Fake(0.0)
-        net.descriptor = lambda crops: torch.zeros(crops.shape[0], 4)
-        assert const.validate(net)["nn_acc"] == pytest.approx(1 / 16)
+        v = LIFTRecipe(LIFTRecipeConfig(stage="desc", val_quads=16), val_set=quads).validate(Constant())
+    assert v["nn_acc"] == pytest.approx(1 / 16)
 
 
 def test_negatives_option_is_checked():

@@ -77,6 +77,13 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
     return float(auc), float((neg <= thr).mean())
 
 
+def nn_accuracy(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor) -> float:
+    """Share of ``d1[n]`` whose nearest descriptor among all of ``d2`` and ``d3`` is ``d2[n]``
+    (ties: the first candidate). Shape: ``(N, D)`` each -> float in [0, 1]."""
+    nn = torch.cdist(d1.float(), torch.cat([d2, d3]).float()).argmin(1)
+    return float((nn == torch.arange(len(d1), device=nn.device)).float().mean())
+
+
 def _wrap(a: torch.Tensor) -> torch.Tensor:
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
 
@@ -218,11 +225,9 @@ class LIFTRecipe:
         pos = torch.cat(out["pos"]).cpu().numpy()
         neg = torch.cat(out["neg"]).cpu().numpy()
         auc, fpr95 = _auc(pos, neg)
-        d1, d2, d3 = torch.cat(out["d"], 1).float()
-        nn = torch.cdist(d1, torch.cat([d2, d3])).argmin(1)
         res = {"auc": auc, "fpr95": fpr95, "neg_dist": -float(pos.mean()), "pos_dist": float(pos.mean()),
                "neg_pair_dist": float(neg.mean()),
-               "nn_acc": float((nn == torch.arange(len(d1), device=nn.device)).float().mean())}
+               "nn_acc": nn_accuracy(*torch.cat(out["d"], 1))}
         if out["err"]:
             res["ori_err_deg"] = float(torch.cat(out["err"]).mean()) * 180 / math.pi
         if out["cls"]:
