@@ -90,10 +90,11 @@ def descriptor_batch_hinge_loss(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Te
     d13 = torch.cdist(d1, d3)
     hard1 = torch.minimum(d12.min(1).values, d13.min(1).values)  # anchors d1
     hard2 = d12.min(0).values  # anchors d2: d1[m] vs d2[n], m != n
-    neg = torch.relu(margin - torch.cat([hard1, hard2]))
+    hard = torch.cat([hard1, hard2])
+    neg = torch.relu(margin - hard)
     loss = pos.mean() + neg.mean()
     with torch.no_grad():
-        logs = {"pos_dist": float(pos.mean()), "neg_dist": float(torch.cat([hard1, hard2]).mean()),
+        logs = {"pos_dist": float(pos.mean()), "neg_dist": float(hard.mean()),
                 "neg_active": float((neg > 0).float().mean())}
     return loss, logs
 

@@ -189,7 +189,7 @@ class LIFTRecipe:
             return {}
         net = model.module if hasattr(model, "module") else model
         n = min(self.config.val_quads, self.val_set.size)
-        out: dict = {"pos": [], "neg": [], "err": [], "cls": [], "iou": [], "d": []}
+        out: dict = {"d": [], "err": [], "cls": [], "iou": []}
         dev = next(net.parameters()).device
         for i in range(0, n, 100):
             items = [self.val_set[j] for j in range(i, min(i + 100, n))]
@@ -220,14 +220,12 @@ class LIFTRecipe:
                 out["err"].append(_wrap((th[1] - th[0]) - (ang[:, 1] - ang[:, 0])).abs())
             d = [self.describe(net, P[:, k], pts[k], th[k]) for k in range(3)]
             out["d"].append(torch.stack(d))
-            out["pos"].append((d[0] - d[1]).norm(dim=-1))
-            out["neg"].append((d[0] - d[2]).norm(dim=-1))
-        pos = torch.cat(out["pos"]).cpu().numpy()
-        neg = torch.cat(out["neg"]).cpu().numpy()
+        d1, d2, d3 = torch.cat(out["d"], 1)  # each (n, 128)
+        pos = (d1 - d2).norm(dim=-1).cpu().numpy()
+        neg = (d1 - d3).norm(dim=-1).cpu().numpy()
         auc, fpr95 = _auc(pos, neg)
         res = {"auc": auc, "fpr95": fpr95, "neg_dist": -float(pos.mean()), "pos_dist": float(pos.mean()),
-               "neg_pair_dist": float(neg.mean()),
-               "nn_acc": nn_accuracy(*torch.cat(out["d"], 1))}
+               "neg_pair_dist": float(neg.mean()), "nn_acc": nn_accuracy(d1, d2, d3)}
         if out["err"]:
             res["ori_err_deg"] = float(torch.cat(out["err"]).mean()) * 180 / math.pi
         if out["cls"]:
