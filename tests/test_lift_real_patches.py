@@ -168,6 +168,9 @@ def test_train_lift_next_stage_starts_from_the_previous_model(tmp_path, capsys):
     cases = [(["--stage", "det"], "pass --start RUN/model.pt"),
              (["--stage", "ori", "--start", str(tmp_path / "start.pt"), "--negatives", "batch"],
               "--negatives is an option of --stage desc"),
+             (["--stage", "desc", "--negatives", "batch", "--pairs-per-step", "1"],
+              "--pairs-per-step must be at least 2 with --negatives batch"),
+             (["--stage", "desc", "--pairs-per-step", "0"], "--pairs-per-step must be at least 1, got 0"),
              (["--stage", "ori", "--start", str(tmp_path / "none.pt")], "weights file not found"),
              (["--stage", "ori", "--start", str(tmp_path / "a.png")], "a.png")]
     for extra, message in cases:

@@ -314,6 +314,10 @@ def build_run(args: argparse.Namespace):
     negatives = getattr(args, "negatives", "pairs")
     if negatives != "pairs" and args.stage != "desc":
         raise UsageError("--negatives is an option of --stage desc")
+    least = 2 if negatives == "batch" else 1  # in-batch negatives need another quadruplet
+    if pairs < least:
+        raise UsageError(f"--pairs-per-step must be at least {least}{' with --negatives batch' if least > 1 else ''}, "
+                         f"got {pairs}")
     mining_max = 4.0 if args.stage == "desc" and negatives == "pairs" else 1.0
     batch = int(pairs * mining_max)
     pre = args.pretrain_steps if args.pretrain_steps is not None else args.steps // 2
