@@ -60,3 +60,27 @@ def test_cli_detdesc_with_swaps(tmp_path, capsys):
     assert "| LIFT |" in (out / "detdesc.md").read_text()
     assert main(["eval", "detdesc", "--data", str(root), "--output", str(out)]) == 2
     assert "needs --models" in capsys.readouterr().err
+
+
+def test_cli_detdesc_set_options_per_label(tmp_path, capsys):
+    from featmatch.cli import main
+    from featmatch.models.lift import LIFTNet
+
+    root = make_hpatches(tmp_path / "hp", sequences=("v_a",), n_images=2, size=(128, 96))
+    torch.manual_seed(0)
+    w = tmp_path / "lift.pt"
+    torch.save(LIFTNet().state_dict(), w)
+    out = tmp_path / "out"
+    models = f"a=lift@{w},b=lift@{w}"
+    code = main(["eval", "detdesc", "--models", models, "--data", str(root), "--output", str(out),
+                 "--set", "b:detection_threshold=1e9", "--max-keypoints", "50", "--no-progress"])
+    assert code == 0
+    rep = json.loads((out / "detdesc.json").read_text())
+    ka, kb = (rep["models"][k]["summary"]["keypoints"] for k in ("a", "b"))
+    assert kb == 0 < ka  # the threshold reached model b only
+    assert "--set b:detection_threshold=1e9" in rep["command"]
+    # an option the model does not have: a one-line usage error, nothing written
+    out2 = tmp_path / "out2"
+    assert main(["eval", "detdesc", "--models", "sift", "--data", str(root), "--output", str(out2),
+                 "--set", "nms_radius=2"]) == 2
+    assert "nms_radius" in capsys.readouterr().err and not out2.exists()

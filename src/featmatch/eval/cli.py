@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--lift-descriptor-weights", default=None, metavar="H5",
                    help="the authors' Theano descriptor file: adds SIFT keypoints described by it to --swap")
     d.add_argument("--max-pairs", type=int, default=None, metavar="N", help="use only the first N pairs")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a config option for every listed model (--set nms_radius=2) or for one "
+                        "(--set mine:scales_per_octave=3, LABEL=NAME labels); typed like `featmatch match --set`; "
+                        "options for `lift` also apply to --swap's LIFT")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         rep = run_detdesc(names, args.data, args.output, max_keypoints=args.max_keypoints, threshold=args.threshold,
                           swap=args.swap, lift_weights=args.lift_weights,
                           lift_descriptor_weights=args.lift_descriptor_weights, max_pairs=args.max_pairs,
-                          progress=not args.no_progress, command=_command(args))
+                          progress=not args.no_progress, command=_command(args), options=args.set)
         from .detdesc import markdown
 
         print(markdown(rep))

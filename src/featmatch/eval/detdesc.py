@@ -218,9 +218,14 @@ def swap_features(lift: Any, img: np.ndarray, max_keypoints: int = 1000, authors
 # --------------------------------------------------------------------------- runner
 def run(models: Sequence[str], data: Any, output: Any, *, max_keypoints: int = 1000, threshold: float = 3.0,
         swap: bool = False, lift_weights: Optional[str] = None, lift_descriptor_weights: Optional[str] = None,
-        max_pairs: Optional[int] = None, progress: bool = True, command: Optional[str] = None) -> dict:
+        max_pairs: Optional[int] = None, progress: bool = True, command: Optional[str] = None,
+        options: Optional[Sequence[str]] = None) -> dict:
     """Score every model (and, with ``swap``, LIFT's component swaps) on a homography root;
-    write ``detdesc.json`` and ``detdesc.md`` to ``output``. Returns the report."""
+    write ``detdesc.json`` and ``detdesc.md`` to ``output``. Returns the report.
+
+    ``options``: ``--set`` strings (``KEY=VALUE`` for every model, ``LABEL:KEY=VALUE`` for
+    one; :func:`featmatch.eval.predict.model_overrides`); the swap table's LIFT takes those
+    that apply to the label ``lift``."""
     from ..image import read_image
     from .predict import load_models, progress_bar
 
@@ -229,14 +234,16 @@ def run(models: Sequence[str], data: Any, output: Any, *, max_keypoints: int = 1
     pairs: list[HomographyPair] = homography_pairs(data)
     if max_pairs is not None:
         pairs = pairs[:max_pairs]
-    loaded = load_models(list(models), max_keypoints=max_keypoints) if models else []
+    loaded = load_models(list(models), max_keypoints=max_keypoints, options=options) if models else []
     lift = authors = None
     if swap:
         from ..registry import load
+        from .predict import model_overrides
 
-        lift = load("lift", weights=lift_weights, top_k=max_keypoints)
+        lift_opts = model_overrides("lift", max_keypoints=max_keypoints, options=options)
+        lift = load("lift", weights=lift_weights, **lift_opts)
         if lift_descriptor_weights:
-            authors = load("lift", weights=lift_weights, top_k=max_keypoints, descriptor_weights=lift_descriptor_weights)
+            authors = load("lift", weights=lift_weights, descriptor_weights=lift_descriptor_weights, **lift_opts)
     rows: dict = {lm.name: [] for lm in loaded}
     swap_rows: dict = {}
     times: dict = {lm.name: [] for lm in loaded}
