@@ -193,6 +193,22 @@ def test_bf16_inference_is_close_to_float32(lift_random):
     assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
 
 
+def test_detector_score_maps_stay_float32_under_bf16(lift_random):
+    """bf16 speeds up ORI / DESC only: the detector's score maps (NMS, sub-pixel fit) are the
+    float32 ones unless detector_bf16=True."""
+    g = lift_random.net.detector.normalize(torch.from_numpy(textured(96, 96, seed=4, channels=1)).float()[None, None] / 255)
+    fast = featmatch.load("lift", pretrained=False, bf16=True)
+    fast.load_state_dict(lift_random.state_dict())
+    both = featmatch.load("lift", pretrained=False, bf16=True, detector_bf16=True)
+    both.load_state_dict(lift_random.state_dict())
+    with torch.no_grad():
+        ref, a, b = (m.score_pyramid(g) for m in (lift_random, fast, both))
+    assert len(ref) == len(a) == len(b) > 0
+    for r, x in zip(ref, a):
+        assert torch.equal(r["map"], x["map"])
+    assert any(not torch.equal(r["map"], x["map"]) for r, x in zip(ref, b))
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_descriptor_inference_path_equals_the_autograd_path(bf16):
     """DESC runs in place at inference (no autograd): the same values as the training path."""
@@ -267,7 +283,10 @@ def test_bad_inputs(lift_random):
 
 
 def test_large_image_scales_start_at_two():
-    m = LIFT(LIFTConfig())
+    m = LIFT(LIFTConfig())  # featmatch's default: 3 scales per octave, sigma 1 .. 16
+    assert m.log2_scales(480, 640)[0] == 0 and len(m.log2_scales(480, 640)) == 13
+    assert m.log2_scales(2000, 3000)[0] == 1 and len(m.log2_scales(2000, 3000)) == 10
+    m = LIFT(LIFTConfig(scales_per_octave=5))  # the authors' runtime
     assert m.log2_scales(480, 640)[0] == 0 and len(m.log2_scales(480, 640)) == 21
     assert m.log2_scales(2000, 3000)[0] == 1 and len(m.log2_scales(2000, 3000)) == 16
 
