@@ -699,9 +699,10 @@ register(
                "from synthetic warps of 2,245 photos: DESC 2,450 x 32-64 pairs with the paper's mined pairs, then "
                "1,000 x 128 with in-batch hardest negatives (--negatives batch); ORI 400 + 1,550 x 32 (orientation "
                "error 9.1 deg), DET = featmatch's DoG warm start (the detector stage's training did not beat it on "
-               "validation); MNN + ratio 0.8 like sift. float32: homography MHA@3 42.9 (SIFT 42.9), pose AUC@10 "
-               "80.7 (SIFT 80.7), matching score 0.135 (SIFT 0.180): docs/lift.md. descriptor_weights=PATH loads "
-               "the authors' Theano descriptor"),
+               "validation); MNN + ratio 0.8 like sift. Runtime since 2026-12-04: SIFT's NMS neighbourhood, "
+               "float32 score maps: repeatability 0.409 (SIFT 0.365), matching score 0.147 (SIFT 0.180), "
+               "homography MHA@3 37.1 (SIFT 42.9; authors' NMS 40.0), pose AUC@10 75.9 (SIFT 80.7): "
+               "docs/lift.md. descriptor_weights=PATH loads the authors' Theano descriptor"),
         missing_weights="featmatch's LIFT checkpoint (weights/lift.pt) is not installed; pass weights=PATH "
                         "(a `featmatch train lift` run's model.pt) or pretrained=False"),
     config_cls=LIFTConfig, build=LIFT,
