@@ -193,6 +193,24 @@ def test_bf16_inference_is_close_to_float32(lift_random):
     assert torch.nn.functional.cosine_similarity(d32, d16).min() > 0.99
 
 
+def test_support_scale_widens_the_crops_not_the_reported_scales(lift_random):
+    g = torch.from_numpy(textured(128, 128, seed=6, channels=1)).float()[None, None] / 255
+    base, wide = (featmatch.load("lift", pretrained=False, top_k=50, bf16=False, support_scale=k) for k in (1.0, 1.5))
+    base.load_state_dict(lift_random.state_dict())
+    wide.load_state_dict(lift_random.state_dict())
+    xy, sigma = torch.tensor([[60.0, 64.0], [40.0, 70.0]]), torch.tensor([2.0, 3.0])
+    with torch.no_grad():
+        a1, d1 = wide.describe(g, xy, sigma)
+        a0, d0 = base.describe(g, xy, 1.5 * sigma)
+    assert torch.allclose(a1, a0) and torch.allclose(d1, d0)
+    img = (g[0, 0].numpy() * 255).astype(np.uint8)
+    f0, f1 = base.extract(img), wide.extract(img)
+    assert len(f0) > 0 and torch.equal(f0.keypoints, f1.keypoints) and torch.equal(f0.scales, f1.scales)
+    assert not torch.allclose(f0.descriptors, f1.descriptors)
+    with pytest.raises(featmatch.errors.UsageError, match="support_scale"):
+        featmatch.load("lift", pretrained=False, support_scale=0)
+
+
 def test_detector_score_maps_stay_float32_under_bf16(lift_random):
     """bf16 speeds up ORI / DESC only: the detector's score maps (NMS, sub-pixel fit) are the
     float32 ones unless detector_bf16=True."""
@@ -283,12 +301,12 @@ def test_bad_inputs(lift_random):
 
 
 def test_large_image_scales_start_at_two():
-    m = LIFT(LIFTConfig())  # featmatch's default: 3 scales per octave, sigma 1 .. 16
-    assert m.log2_scales(480, 640)[0] == 0 and len(m.log2_scales(480, 640)) == 13
-    assert m.log2_scales(2000, 3000)[0] == 1 and len(m.log2_scales(2000, 3000)) == 10
-    m = LIFT(LIFTConfig(scales_per_octave=5))  # the authors' runtime
+    m = LIFT(LIFTConfig())  # the authors' runtime: 5 scales per octave, sigma 1 .. 16
     assert m.log2_scales(480, 640)[0] == 0 and len(m.log2_scales(480, 640)) == 21
     assert m.log2_scales(2000, 3000)[0] == 1 and len(m.log2_scales(2000, 3000)) == 16
+    m = LIFT(LIFTConfig(scales_per_octave=3))  # SIFT's pyramid density
+    assert m.log2_scales(480, 640)[0] == 0 and len(m.log2_scales(480, 640)) == 13
+    assert m.log2_scales(2000, 3000)[0] == 1 and len(m.log2_scales(2000, 3000)) == 10
 
 
 # --------------------------------------------------------------------------- losses

@@ -395,17 +395,19 @@ class LIFTConfig:
     detection_threshold_signed = True
 
     top_k: int = 1000  # keep the best k keypoints (by detector score); 0: all
-    # NMS: featmatch's defaults are SIFT's 3x3x3 neighbourhood at 3 scales per octave, chosen on
-    # held-out synthetic pairs for the shipped detector (matching score 0.443 -> 0.511, docs/lift.md);
-    # the authors' runtime: scales_per_octave=5, nms_radius=3, scale_nms_levels=2
-    scales_per_octave: int = 3  # detector pyramid: 2^(1/3) between levels
+    # NMS: the authors' runtime. SIFT's 3x3x3 neighbourhood (scales_per_octave=3, nms_radius=1,
+    # scale_nms_levels=1) with support_scale=1.4 raises repeatability and matching score but not
+    # homography / pose accuracy (docs/lift.md, "Runtime NMS")
+    scales_per_octave: int = 5  # detector pyramid: 2^(1/5) between levels
     min_log2_scale: Optional[float] = None  # smallest sigma = 2^this; None: 0 if min side <= 1600 else 1
     max_log2_scale: float = 4.0  # largest sigma = 2^this (16)
-    nms_radius: int = 1  # 2D NMS window (2r+1)^2
-    scale_nms_levels: int = 1  # a keypoint must beat this many levels above and below
+    nms_radius: int = 3  # 2D NMS window (2r+1)^2
+    scale_nms_levels: int = 2  # a keypoint must beat this many levels above and below
     refine: bool = True  # sub-pixel / sub-scale refinement (quadratic fit, edge test)
     edge_threshold: float = 10.0  # edge test tr^2/det < (e+1)^2/e (with refine)
     detection_threshold: float = -1e9  # minimum detector score (signed: the detector's scores can be negative)
+    # ORI / DESC crops cover 12 sigma x this (1.0: the paper's support, as in training)
+    support_scale: float = 1.0
     batch_size: int = 64  # patches per ORI / DESC call (small: activations stay in cache, see docs/lift.md)
     # bfloat16 autocast for the networks at inference (~1e-2 relative error, 2-4x faster
     # convolutions on CPUs with native bf16); None: on when the CPU has it in hardware
@@ -443,6 +445,8 @@ class LIFT(Extractor):
             raise UsageError(f"nms_radius must be an integer >= 1, got {c.nms_radius!r}")
         if not (is_int(c.scale_nms_levels) and c.scale_nms_levels >= 0):
             raise UsageError(f"scale_nms_levels must be an integer >= 0, got {c.scale_nms_levels!r}")
+        if not (is_number(c.support_scale) and 0.25 <= c.support_scale <= 4):
+            raise UsageError(f"support_scale must be a number from 0.25 to 4, got {c.support_scale!r}")
         if not (is_int(c.batch_size) and c.batch_size >= 1):
             raise UsageError(f"batch_size must be a positive integer, got {c.batch_size!r}")
         self.net = LIFTNet()
@@ -634,12 +638,15 @@ class LIFT(Extractor):
                  angle: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Orientation (ORI, unless ``angle`` is given) and descriptor (DESC) at keypoints.
 
+        The crops cover ``12 sigma x support_scale`` (config); ``sigma`` is the keypoint's.
+
         Shape: g ``(1, 1, H, W)`` grey [0, 1]; xy ``(N, 2)``; sigma ``(N,)`` ->
         angles ``(N,)``, raw descriptors ``(N, 128)``.
         """
         n = xy.shape[0]
         if n == 0:
             return torch.zeros(0, device=g.device), torch.zeros(0, 128, device=g.device)
+        sigma = sigma * self.config.support_scale  # crops of 12 sigma x support_scale
         octaves = int(math.floor(math.log2(max(float(sigma.detach().max()) * SUPPORT / PATCH_SIZE, 1.0)))) + 1
         pyr = self.image_pyramid(g, octaves)
         bs = self.config.batch_size
@@ -699,10 +706,10 @@ register(
                "from synthetic warps of 2,245 photos: DESC 2,450 x 32-64 pairs with the paper's mined pairs, then "
                "1,000 x 128 with in-batch hardest negatives (--negatives batch); ORI 400 + 1,550 x 32 (orientation "
                "error 9.1 deg), DET = featmatch's DoG warm start (the detector stage's training did not beat it on "
-               "validation); MNN + ratio 0.8 like sift. Runtime since 2026-12-04: SIFT's NMS neighbourhood, "
-               "float32 score maps: repeatability 0.409 (SIFT 0.365), matching score 0.147 (SIFT 0.180), "
-               "homography MHA@3 37.1 (SIFT 42.9; authors' NMS 40.0), pose AUC@10 75.9 (SIFT 80.7): "
-               "docs/lift.md. descriptor_weights=PATH loads the authors' Theano descriptor"),
+               "validation); MNN + ratio 0.8 like sift. float32 score maps (bf16 ORI / DESC on bf16 CPUs): "
+               "homography MHA@3 40.0-42.9 (SIFT 42.9), pose AUC@10 76.6-80.7 (SIFT 80.7), matching score "
+               "0.134 (SIFT 0.180; 0.158 with SIFT's NMS and support_scale=1.4): docs/lift.md. "
+               "descriptor_weights=PATH loads the authors' Theano descriptor"),
         missing_weights="featmatch's LIFT checkpoint (weights/lift.pt) is not installed; pass weights=PATH "
                         "(a `featmatch train lift` run's model.pt) or pretrained=False"),
     config_cls=LIFTConfig, build=LIFT,
