@@ -10,7 +10,8 @@ import torch
 import featmatch
 from featmatch.errors import UsageError, WeightsError
 from featmatch.models.lift import (LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
-                                   SubtractiveNorm, crop_patch, ghh, patch_to_det_coords, scale_space_nms)
+                                   SubtractiveNorm, crop_patch, gather_mapped, ghh, patch_to_det_coords,
+                                   sample_mapped, scale_space_nms)
 from featmatch.ops.softargmax import soft_max_score, softargmax2d
 from featmatch.train.losses.lift import (classification_loss, descriptor_batch_hinge_loss, descriptor_hinge_loss,
                                          detector_loss, mining_ratio, orientation_loss, overlap_loss)
@@ -298,6 +299,21 @@ def test_bad_inputs(lift_random):
         featmatch.load("lift", pretrained=False, nms_radius=0)
     with pytest.raises(featmatch.errors.UsageError):
         featmatch.load("lift", pretrained=False, top_kk=3)
+
+
+def test_sample_mapped_is_bilinear_between_levels():
+    # a plane on a 9x13 level, looked up from positions of a 17x25 level: exact where
+    # bilinear is exact, equal to gather_mapped where the mapped position is a pixel
+    yy, xx = torch.meshgrid(torch.arange(9.0), torch.arange(13.0), indexing="ij")
+    m = 2 * xx - 3 * yy + 1
+    x, y = torch.tensor([0.0, 3.0, 7.5, 24.0]), torch.tensor([0.0, 5.0, 9.25, 16.0])
+    fx, fy = x * 12 / 24, y * 8 / 16
+    assert torch.allclose(sample_mapped(m, (17, 25), x, y), 2 * fx - 3 * fy + 1)
+    on_pixel = torch.tensor([0.0, 4.0, 24.0]), torch.tensor([0.0, 8.0, 16.0])
+    assert torch.equal(sample_mapped(m, (17, 25), *on_pixel), gather_mapped(m, (17, 25), *on_pixel))
+    m[4, 6] = float("-inf")  # the padding of a score map poisons the lookups that touch it
+    v = sample_mapped(m, (17, 25), torch.tensor([12.5, 0.0, 30.0]), torch.tensor([8.5, 0.0, 0.0]))
+    assert v[0] == float("-inf") and torch.isfinite(v[1]) and v[2] == float("-inf")  # outside -> -inf
 
 
 def test_large_image_scales_start_at_two():
