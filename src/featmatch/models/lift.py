@@ -307,17 +307,16 @@ def sample_mapped(m: torch.Tensor, shape_from: tuple, x: torch.Tensor, y: torch.
     h, w = m.shape
     fx = x * (w - 1) / max(w0 - 1, 1)
     fy = y * (h - 1) / max(h0 - 1, 1)
-    x0, y0 = torch.floor(fx).long(), torch.floor(fy).long()
+    x0, y0 = torch.floor(fx), torch.floor(fy)
     ax, ay = (fx - x0).to(m.dtype), (fy - y0).to(m.dtype)
-    out = torch.zeros(x.shape, dtype=m.dtype, device=m.device)
-    bad = torch.zeros(x.shape, dtype=torch.bool, device=m.device)
-    for dy, wy in ((0, 1 - ay), (1, ay)):
-        for dx, wx in ((0, 1 - ax), (1, ax)):
-            xi, yi = x0 + dx, y0 + dy
-            v = m[yi.clamp(0, h - 1), xi.clamp(0, w - 1)]
-            ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & torch.isfinite(v)
-            bad |= ~ok & (wx * wy > 0)  # a pixel with weight 0 does not count
-            out = out + torch.where(ok, v, torch.zeros_like(v)) * (wx * wy)
+    # the four corners at once: (4, K) indices and weights
+    xi = torch.stack([x0, x0 + 1, x0, x0 + 1]).long()
+    yi = torch.stack([y0, y0, y0 + 1, y0 + 1]).long()
+    wt = torch.stack([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay])
+    v = m.reshape(-1)[yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)]
+    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & torch.isfinite(v)
+    bad = (~ok & (wt > 0)).any(0)  # a pixel with weight 0 does not count
+    out = (torch.where(ok, v, torch.zeros_like(v)) * wt).sum(0)
     return torch.where(bad, torch.full_like(out, float("-inf")), out)
 
 
@@ -580,9 +579,13 @@ class LIFT(Extractor):
         shape = levels[li]["map"].shape
         has_prev, has_next = li > 0, li + 1 < len(levels)
 
+        memo: dict = {}
+
         def val(lj: int, dx: float, dy: float) -> torch.Tensor:
-            look = gather_mapped if lj == li else sample_mapped
-            return look(levels[lj]["map"], shape, x + dx, y + dy)
+            if (lj, dx, dy) not in memo:
+                look = gather_mapped if lj == li else sample_mapped
+                memo[lj, dx, dy] = look(levels[lj]["map"], shape, x + dx, y + dy)
+            return memo[lj, dx, dy]
 
         def lev(d: int) -> int:
             return li + d if (d < 0 and has_prev) or (d > 0 and has_next) else li
