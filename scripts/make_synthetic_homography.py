@@ -65,9 +65,8 @@ def main(argv=None) -> int:
     import cv2
 
     from featmatch.data import SyntheticConfig, list_images
-    from featmatch.data.synthetic import photometric, random_homography
+    from featmatch.data.synthetic import photometric, random_homography, read_photo_u8
     from featmatch.errors import FeatmatchError
-    from featmatch.image import read_image
 
     if args.every < 1 or args.sequences < 1 or args.warps < 1:
         raise SystemExit("--every, --sequences and --warps must be at least 1")
@@ -88,13 +87,9 @@ def main(argv=None) -> int:
         for s, i in enumerate(photos):
             r = np.random.default_rng([args.seed, s])
             try:
-                photo = read_image(files[i])
+                photo = read_photo_u8(files[i])
             except FeatmatchError as e:
                 raise SystemExit(str(e)) from None
-            if photo.dtype != np.uint8:
-                photo = (np.clip(photo, 0, 1) * 255).astype(np.uint8)
-            if photo.ndim == 2:
-                photo = np.repeat(photo[..., None], 3, 2)
             ph, pw = photo.shape[:2]
             side = min(pw / w, ph / h) * r.uniform(0.7, 1.0)  # crop with the output's aspect ratio
             x0, y0 = r.uniform(0, max(pw - w * side, 0)), r.uniform(0, max(ph - h * side, 0))

@@ -86,13 +86,9 @@ class DepthPairs(Dataset):
     def _load(self, img_rel: str, depth_rel: str, K: np.ndarray):
         import cv2
 
-        from ..image import read_image
+        from .synthetic import read_photo_u8
 
-        img = read_image(self.root / img_rel)
-        if img.dtype != np.uint8:
-            img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, 2)
+        img = read_photo_u8(self.root / img_rel)
         depth = read_depth(self.root / depth_rel)
         h, w = img.shape[:2]
         if self.size is not None and (w, h) != tuple(self.size):

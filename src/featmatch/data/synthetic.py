@@ -66,6 +66,20 @@ def list_images(folder: Union[str, Path], recursive: bool = True) -> list[Path]:
     return files
 
 
+def read_photo_u8(path: Union[str, Path]) -> np.ndarray:
+    """A photo as ``(H, W, 3)`` uint8 RGB: :func:`featmatch.image.read_image`, float images
+    scaled from [0, 1], grey ones repeated over three channels (the input of
+    :func:`photometric`)."""
+    from ..image import read_image
+
+    img = read_image(path)
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, 2)
+    return img
+
+
 def random_homography(rng: np.random.Generator, size_wh: tuple[int, int], cfg: SyntheticConfig) -> np.ndarray:
     """A random ``H_0to1`` about the image centre: rotation, scale, translation, perspective.
 
@@ -166,13 +180,7 @@ class SyntheticPairs(Dataset):
 
     def _photo(self, i: int) -> np.ndarray:
         if i not in self._cache:
-            from ..image import read_image
-
-            img = read_image(self.files[i])
-            if img.dtype != np.uint8:
-                img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
-            if img.ndim == 2:
-                img = np.repeat(img[..., None], 3, 2)
+            img = read_photo_u8(self.files[i])
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[i] = img
