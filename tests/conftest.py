@@ -20,6 +20,17 @@ FIXTURES = Path(__file__).parent / "fixtures"
 LOFTR_TINY_RAW = {"resize": None, "subpixel": "none"}
 
 
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` of the repository as a module (the scripts are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def textured(h: int = 192, w: int = 256, seed: int = 0, channels: int = 3) -> np.ndarray:
     """A blob-textured uint8 image with corners and edges (no external data)."""
     import cv2

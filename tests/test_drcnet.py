@@ -2,7 +2,6 @@
 match extraction invariants, bad input."""
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,13 @@ from featmatch.errors import UsageError, WeightsError
 from featmatch.models.drcnet.model import DRCNet, DRCNetConfig, extract_matches
 from featmatch.ops.conv4d import to_reference_layout
 
+from conftest import load_script
+
 FIXTURE = Path(__file__).parent / "fixtures" / "drcnet_parity.npz"
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_drcnet_fixture.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("make_drcnet_fixture", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_drcnet_fixture")
 
 
 def uninitialised(name: str = "drcnet.resnet101", **overrides) -> DRCNet:

@@ -41,14 +41,21 @@ def test_sift_orientation_follows_rotation():
     assert d.shape == (len(s["kpts"]), 128) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
 
 
-def test_cli_detdesc_with_swaps(tmp_path, capsys):
-    from featmatch.cli import main
+def _root_and_lift_weights(tmp_path):
+    """A one-pair homography root and a file of seeded random LIFT weights."""
     from featmatch.models.lift import LIFTNet
 
     root = make_hpatches(tmp_path / "hp", sequences=("v_a",), n_images=2, size=(128, 96))
     torch.manual_seed(0)
     w = tmp_path / "lift.pt"
     torch.save(LIFTNet().state_dict(), w)
+    return root, w
+
+
+def test_cli_detdesc_with_swaps(tmp_path, capsys):
+    from featmatch.cli import main
+
+    root, w = _root_and_lift_weights(tmp_path)
     out = tmp_path / "out"
     code = main(["eval", "detdesc", "--models", "sift,orb", "--data", str(root), "--output", str(out), "--swap",
                  "--lift-weights", str(w), "--max-keypoints", "50", "--no-progress"])
@@ -64,12 +71,8 @@ def test_cli_detdesc_with_swaps(tmp_path, capsys):
 
 def test_cli_detdesc_set_options_per_label(tmp_path, capsys):
     from featmatch.cli import main
-    from featmatch.models.lift import LIFTNet
 
-    root = make_hpatches(tmp_path / "hp", sequences=("v_a",), n_images=2, size=(128, 96))
-    torch.manual_seed(0)
-    w = tmp_path / "lift.pt"
-    torch.save(LIFTNet().state_dict(), w)
+    root, w = _root_and_lift_weights(tmp_path)
     out = tmp_path / "out"
     models = f"a=lift@{w},b=lift@{w}"
     code = main(["eval", "detdesc", "--models", models, "--data", str(root), "--output", str(out),

@@ -1,22 +1,16 @@
 """scripts/make_synthetic_homography.py: a held-out homography root from a photo folder."""
 
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
 from featmatch.eval.data import homography_pairs
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_synthetic_homography.py"
+from conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("make_synthetic_homography", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_synthetic_homography")
 
 
 @pytest.fixture()
