@@ -446,6 +446,36 @@ def test_training_steps_lower_each_loss(quads, stage):
     assert losses[-1] < (0.97 if stage == "ori" else 0.8) * losses[0], losses
 
 
+@pytest.mark.parametrize("support", [1.0, 1.4])
+def test_training_crops_equal_runtime_crops_at_any_support(support):
+    """The recipe's Rot crop of a training patch P (support_scale s) samples the image where
+    LIFT.describe samples it at runtime with the same support_scale."""
+    import cv2
+
+    from featmatch.data.lift_patches import _pyramid, extract_patch
+    from featmatch.models.lift import LIFT
+    from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.random((240, 320)).astype(np.float32), (0, 0), 2.0)
+    cx, cy, sig = 150.3, 120.7, 2.5
+    P = torch.from_numpy(extract_patch(_pyramid(img), cx, cy, sig))[None, None]
+    ang = torch.tensor([0.6])
+
+    class Grab(torch.nn.Module):  # a "descriptor" that returns its input crop
+        def forward(self, x):
+            return x.flatten(1)
+
+    net = LIFTNet()
+    net.descriptor = Grab()
+    train = LIFTRecipe(LIFTRecipeConfig(support_scale=support)).describe(net, P, torch.zeros(1, 2), ang)
+    pyr = LIFT.image_pyramid(torch.from_numpy(img)[None, None], 4)
+    run = LIFT.sample_patches(pyr, torch.tensor([[cx, cy]]), torch.tensor([sig * support]), ang).flatten(1)
+    assert (train - run).abs().max() < 0.01
+    wrong = LIFT.sample_patches(pyr, torch.tensor([[cx, cy]]), torch.tensor([sig * (2.4 - support)]), ang).flatten(1)
+    assert (train - wrong).abs().max() > 0.05  # the check can fail: other supports sample elsewhere
+
+
 def test_recipe_validation_metrics(quads):
     from featmatch.train.recipes.lift import LIFTRecipe, LIFTRecipeConfig
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from ...models.lift import LIFTNet, crop_patch
+from ...models.lift import CROP_SCALE, LIFTNet, crop_patch
 from ..losses.lift import (classification_loss, descriptor_batch_hinge_loss, descriptor_hinge_loss, mining_ratio,
                            orientation_loss, orientation_regression_loss, overlap_loss)
 
@@ -63,6 +63,9 @@ class LIFTRecipeConfig:
     gamma: float = 1.0  # det: weight of the classification loss
     negatives: str = "pairs"  # desc: "pairs" (the paper's P1-P3 pairs, mined) | "batch" (hardest in the batch)
     val_quads: int = 400  # held-out quadruplets per validation
+    #: ORI / DESC crops cover 12 sigma x this (the paper: 1); train with the ``support_scale``
+    #: the runtime will use (``featmatch.load("lift", support_scale=...)``)
+    support_scale: float = 1.0
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
@@ -94,6 +97,8 @@ class LIFTRecipe:
     def __init__(self, config: LIFTRecipeConfig = LIFTRecipeConfig(), val_set=None, batch_size: Optional[int] = None):
         if config.stage not in STAGES:
             raise UsageError(f"LIFT stage must be one of {', '.join(STAGES)}, got '{config.stage}'")
+        if not (0.25 <= float(config.support_scale) <= 2.0):
+            raise UsageError(f"LIFT support_scale must be from 0.25 to 2, got {config.support_scale!r}")
         if config.negatives not in NEGATIVES:
             raise UsageError(f"LIFT negatives must be one of {', '.join(NEGATIVES)}, got '{config.negatives}'")
         self.config = config
@@ -102,15 +107,14 @@ class LIFTRecipe:
         self.name = f"lift-{config.stage}"
 
     # -- pieces -------------------------------------------------------------------------
-    @staticmethod
-    def describe(net: LIFTNet, P: torch.Tensor, xy: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-        """DESC of the Rot crop. Shape: P ``(N, 1, 128, 128)``, xy ``(N, 2)``, angle ``(N,)`` -> ``(N, 128)``."""
-        return net.descriptor(crop_patch(P, xy, angle)).float()
+    def describe(self, net: LIFTNet, P: torch.Tensor, xy: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        """DESC of the Rot crop (12 sigma x ``support_scale``).
+        Shape: P ``(N, 1, 128, 128)``, xy ``(N, 2)``, angle ``(N,)`` -> ``(N, 128)``."""
+        return net.descriptor(crop_patch(P, xy, angle, scale=CROP_SCALE * self.config.support_scale)).float()
 
-    @staticmethod
-    def orient(net: LIFTNet, P: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    def orient(self, net: LIFTNet, P: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         """ORI on the Crop (unrotated) crop. Shape: -> ``(N,)`` radians."""
-        return net.orientation(crop_patch(P, xy)).float()
+        return net.orientation(crop_patch(P, xy, scale=CROP_SCALE * self.config.support_scale)).float()
 
     def _step(self, batch: dict) -> int:
         b = self.batch_size or batch["P"].shape[0]
@@ -247,6 +251,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lift desc: 'pairs' = the paper's P1-P3 negatives with progressive mining (default); "
                         "'batch' = each patch's hardest negative among the whole batch (featmatch's option; "
                         "--pairs-per-step quadruplets per step, all back-propagated)")
+    g.add_argument("--support-scale", type=float, default=1.0,
+                   help="lift: ORI / DESC crops cover 12 sigma x this (the paper: 1); use the same "
+                        "support_scale at runtime (featmatch.load('lift', support_scale=...))")
     g.add_argument("--det-init", choices=("dog", "keep"), default="dog",
                    help="lift det: start the detector as |DoG| (featmatch's warm start, default) or keep the "
                         "--start file's detector")
@@ -323,7 +330,7 @@ def build_run(args: argparse.Namespace):
     pre = args.pretrain_steps if args.pretrain_steps is not None else args.steps // 2
     recipe = LIFTRecipe(LIFTRecipeConfig(stage=args.stage, pairs=pairs, mining_every=args.mining_every,
                                          mining_max=mining_max, det_pretrain_steps=pre, ori_pretrain_steps=pre,
-                                         negatives=negatives),
+                                         negatives=negatives, support_scale=getattr(args, "support_scale", 1.0)),
                         val_set=val, batch_size=batch)
     keep_best = {"auto": {"desc": "auc", "ori": "neg_dist", "det": "neg_dist"}[args.stage],
                  "none": None}.get(args.keep_best, args.keep_best)
@@ -333,7 +340,7 @@ def build_run(args: argparse.Namespace):
     meta = {"method": "lift", "stage": args.stage, "patches": ",".join(Path(f).name for f in sets),
             "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
-            "pairs_per_step": pairs, "negatives": negatives if args.stage == "desc" else None,
+            "pairs_per_step": pairs, "support_scale": recipe.config.support_scale, "negatives": negatives if args.stage == "desc" else None,
             "pretrain_steps": pre if args.stage in ("ori", "det") else None,
             "det_init": getattr(args, "det_init", None) if args.stage == "det" else None}
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
