@@ -514,6 +514,10 @@ def test_negatives_option_is_checked():
 
     with pytest.raises(UsageError, match="negatives"):
         LIFTRecipe(LIFTRecipeConfig(negatives="all"))
+    with pytest.raises(UsageError, match="support_scale"):
+        LIFTRecipe(LIFTRecipeConfig(support_scale=5.0))
+    with pytest.raises(UsageError, match="val_quads"):
+        LIFTRecipe(LIFTRecipeConfig(val_quads=0))
 
 
 # --------------------------------------------------------------------------- authors' descriptor file

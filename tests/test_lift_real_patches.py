@@ -103,11 +103,12 @@ def test_train_lift_on_concatenated_patch_sets(tmp_path):
     cmd = [sys.executable, "-m", "featmatch.cli", "train", "lift", "--stage", "desc",
            "--images", f"{tmp_path / 'a.npz'},{tmp_path / 'b.npz'}", "--val-patches", str(tmp_path / "b.npz"),
            "--steps", "2", "--pairs-per-step", "2", "--val-every", "2", "--ckpt-every", "1", "--warmup", "1",
-           "--threads", "1", "--out", str(out)]
+           "--threads", "1", "--support-scale", "1.4", "--val-quads", "3", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec["step"] == 2 and "auc" in rec["val"]
+    assert torch.load(out / "last.pt", weights_only=False)["extra"]["support_scale"] == 1.4
     bad = subprocess.run(cmd[:8] + [f"{tmp_path / 'a.npz'},{tmp_path}"] + cmd[9:-1] + [str(tmp_path / "run2")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "comma-separated" in bad.stderr and "Traceback" not in bad.stderr

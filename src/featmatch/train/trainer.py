@@ -43,8 +43,8 @@ from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 
-#: run metadata (``extra_state``) that decides the training data: a resumed run must match
-DATA_KEYS = ("size", "rotation", "jpeg", "scale", "perspective", "val_split", "split_seed", "pairs")
+#: run metadata (``extra_state``) that decides the training data (or crops): a resumed run must match
+DATA_KEYS = ("size", "rotation", "jpeg", "scale", "perspective", "val_split", "split_seed", "pairs", "support_scale")
 
 
 @dataclass(frozen=True)

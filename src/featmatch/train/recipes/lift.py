@@ -99,6 +99,8 @@ class LIFTRecipe:
             raise UsageError(f"LIFT stage must be one of {', '.join(STAGES)}, got '{config.stage}'")
         if not (0.25 <= float(config.support_scale) <= 2.0):
             raise UsageError(f"LIFT support_scale must be from 0.25 to 2, got {config.support_scale!r}")
+        if int(config.val_quads) < 1:
+            raise UsageError(f"LIFT val_quads must be at least 1, got {config.val_quads!r}")
         if config.negatives not in NEGATIVES:
             raise UsageError(f"LIFT negatives must be one of {', '.join(NEGATIVES)}, got '{config.negatives}'")
         self.config = config
@@ -254,6 +256,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--support-scale", type=float, default=1.0,
                    help="lift: ORI / DESC crops cover 12 sigma x this (the paper: 1); use the same "
                         "support_scale at runtime (featmatch.load('lift', support_scale=...))")
+    g.add_argument("--val-quads", type=int, default=400,
+                   help="lift: held-out quadruplets per validation (nn_acc ranks each P1 among 2x this many)")
     g.add_argument("--det-init", choices=("dog", "keep"), default="dog",
                    help="lift det: start the detector as |DoG| (featmatch's warm start, default) or keep the "
                         "--start file's detector")
@@ -330,7 +334,8 @@ def build_run(args: argparse.Namespace):
     pre = args.pretrain_steps if args.pretrain_steps is not None else args.steps // 2
     recipe = LIFTRecipe(LIFTRecipeConfig(stage=args.stage, pairs=pairs, mining_every=args.mining_every,
                                          mining_max=mining_max, det_pretrain_steps=pre, ori_pretrain_steps=pre,
-                                         negatives=negatives, support_scale=getattr(args, "support_scale", 1.0)),
+                                         negatives=negatives, support_scale=getattr(args, "support_scale", 1.0),
+                                         val_quads=getattr(args, "val_quads", 400)),
                         val_set=val, batch_size=batch)
     keep_best = {"auto": {"desc": "auc", "ori": "neg_dist", "det": "neg_dist"}[args.stage],
                  "none": None}.get(args.keep_best, args.keep_best)
