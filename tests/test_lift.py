@@ -212,6 +212,35 @@ def test_support_scale_widens_the_crops_not_the_reported_scales(lift_random):
         featmatch.load("lift", pretrained=False, support_scale=0)
 
 
+def test_weights_carry_their_trained_support_scale(lift_random, tmp_path):
+    """A weight file with a ``support_scale`` entry (export_lift.py of a --support-scale run)
+    sets the default crops; an explicit option overrides it; files without the entry, and the
+    authors' descriptor, use the paper's 1.0; a bad entry is a one-line WeightsError."""
+    from featmatch.models.lift import SUPPORT_KEY
+
+    g = torch.from_numpy(textured(128, 128, seed=6, channels=1)).float()[None, None] / 255
+    xy, sigma = torch.tensor([[60.0, 64.0], [40.0, 70.0]]), torch.tensor([2.0, 3.0])
+    state = {f"net.{k}": v for k, v in lift_random.net.state_dict().items()}
+    plain, marked = tmp_path / "plain.pt", tmp_path / "marked.pt"
+    torch.save(state, plain)
+    torch.save({**state, SUPPORT_KEY: torch.tensor(1.4)}, marked)
+    kw = dict(top_k=50, bf16=False)
+    m_plain = featmatch.load("lift", weights=str(plain), **kw)
+    m_marked = featmatch.load("lift", weights=str(marked), **kw)
+    m_forced = featmatch.load("lift", weights=str(marked), support_scale=1.0, **kw)
+    m_wide = featmatch.load("lift", weights=str(plain), support_scale=1.4, **kw)
+    assert (m_plain.support_scale, m_marked.support_scale, m_forced.support_scale) == (1.0, 1.4, 1.0)
+    with torch.no_grad():
+        d = {k: m.describe(g, xy, sigma)[1] for k, m in
+             {"plain": m_plain, "marked": m_marked, "forced": m_forced, "wide": m_wide}.items()}
+    assert torch.equal(d["marked"], d["wide"]) and torch.equal(d["forced"], d["plain"])
+    assert not torch.allclose(d["marked"], d["plain"])
+    bad = tmp_path / "bad.pt"
+    torch.save({**state, SUPPORT_KEY: torch.tensor(40.0)}, bad)
+    with pytest.raises(WeightsError, match="support_scale"):
+        featmatch.load("lift", weights=str(bad), **kw)
+
+
 def test_detector_score_maps_stay_float32_under_bf16(lift_random):
     """bf16 speeds up ORI / DESC only: the detector's score maps (NMS, sub-pixel fit) are the
     float32 ones unless detector_bf16=True."""
@@ -557,8 +586,9 @@ def test_authors_descriptor_file_loads(tmp_path):
     assert d.conv1(z)[0, 3, 0, 0].item() == pytest.approx(want.item(), abs=1e-4)
     # a model loaded with weights keeps the authors' descriptor
     state = {"net." + k: v for k, v in LIFTNet().state_dict().items()}
-    m.load_weights(state)
+    m.load_weights({**state, "support_scale": torch.tensor(1.4)})
     assert torch.equal(m.net.descriptor.conv1.weight, w1)
+    assert m.support_scale == 1.0  # the authors' descriptor was trained at the paper's support
 
 
 def test_authors_descriptor_file_errors(tmp_path):

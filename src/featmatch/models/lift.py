@@ -66,6 +66,9 @@ DOG_SIGMA = (DET_SIZE - 1) / SUPPORT
 KP_MEAN, KP_STD = 116.4368, 88.0831
 #: and of their descriptor (patch-mean / patch-std in the released descriptor file)
 DESC_MEAN, DESC_STD = 110.7539, 61.5369
+#: weight-file entry (0-d tensor) with the support scale ORI / DESC were trained at
+#: (``featmatch train lift --support-scale``); absent: 1.0
+SUPPORT_KEY = "support_scale"
 
 
 def ghh(x: torch.Tensor, n: int = 4, m: int = 4) -> torch.Tensor:
@@ -429,8 +432,10 @@ class LIFTConfig:
     refine: bool = True  # sub-pixel / sub-scale refinement (quadratic fit, edge test)
     edge_threshold: float = 10.0  # edge test tr^2/det < (e+1)^2/e (with refine)
     detection_threshold: float = -1e9  # minimum detector score (signed: the detector's scores can be negative)
-    # ORI / DESC crops cover 12 sigma x this (1.0: the paper's support, as in training)
-    support_scale: float = 1.0
+    # ORI / DESC crops cover 12 sigma x this; None: the support the weights were trained with
+    # (recorded in the weight file as ``support_scale``; 1.0, the paper's, when absent and for the
+    # authors' descriptor file)
+    support_scale: Optional[float] = None
     batch_size: int = 64  # patches per ORI / DESC call (small: activations stay in cache, see docs/lift.md)
     # bfloat16 autocast for the networks at inference (~1e-2 relative error, 2-4x faster
     # convolutions on CPUs with native bf16); None: on when the CPU has it in hardware
@@ -468,8 +473,8 @@ class LIFT(Extractor):
             raise UsageError(f"nms_radius must be an integer >= 1, got {c.nms_radius!r}")
         if not (is_int(c.scale_nms_levels) and c.scale_nms_levels >= 0):
             raise UsageError(f"scale_nms_levels must be an integer >= 0, got {c.scale_nms_levels!r}")
-        if not (is_number(c.support_scale) and 0.25 <= c.support_scale <= 4):
-            raise UsageError(f"support_scale must be a number from 0.25 to 4, got {c.support_scale!r}")
+        if c.support_scale is not None and not (is_number(c.support_scale) and 0.25 <= c.support_scale <= 4):
+            raise UsageError(f"support_scale must be None or a number from 0.25 to 4, got {c.support_scale!r}")
         if not (is_int(c.batch_size) and c.batch_size >= 1):
             raise UsageError(f"batch_size must be a positive integer, got {c.batch_size!r}")
         self.net = LIFTNet()
@@ -477,6 +482,8 @@ class LIFT(Extractor):
             self.net.orientation.to(memory_format=torch.channels_last)
             self.net.descriptor.to(memory_format=torch.channels_last)
         self.matcher = MutualNN(c.matcher)
+        #: support scale the current ORI / DESC weights were trained with (set by load_weights)
+        self.trained_support_scale = 1.0
         if c.descriptor_weights:
             self._load_authors_descriptor()
 
@@ -488,9 +495,24 @@ class LIFT(Extractor):
         return self.under("net.", state)
 
     def load_weights(self, state: dict, source: str = "state dict") -> None:
+        state = dict(state)
+        trained = state.pop(SUPPORT_KEY, None)
+        if trained is not None:
+            trained = round(float(torch.as_tensor(trained).float()), 6)  # stored as float32
+            if not 0.25 <= trained <= 4:
+                raise WeightsError(f"weights {source}: '{SUPPORT_KEY}' is {trained}, expected 0.25 to 4")
         super().load_weights(state, source)
+        self.trained_support_scale = trained if trained is not None else 1.0
         if self.config.descriptor_weights:  # the authors' descriptor replaces the loaded one
             self._load_authors_descriptor()
+            self.trained_support_scale = 1.0  # the authors' descriptor: the paper's support
+
+    @property
+    def support_scale(self) -> float:
+        """ORI / DESC crops cover ``12 sigma x`` this: config ``support_scale``, or (None) the
+        support the loaded weights were trained with."""
+        c = self.config.support_scale
+        return float(c) if c is not None else self.trained_support_scale
 
     def use_bf16(self, device: torch.device) -> bool:
         """Whether inference runs the networks under bfloat16 autocast (config ``bf16``)."""
@@ -670,7 +692,7 @@ class LIFT(Extractor):
                  angle: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Orientation (ORI, unless ``angle`` is given) and descriptor (DESC) at keypoints.
 
-        The crops cover ``12 sigma x support_scale`` (config); ``sigma`` is the keypoint's.
+        The crops cover ``12 sigma x`` :attr:`support_scale`; ``sigma`` is the keypoint's.
 
         Shape: g ``(1, 1, H, W)`` grey [0, 1]; xy ``(N, 2)``; sigma ``(N,)`` ->
         angles ``(N,)``, raw descriptors ``(N, 128)``.
@@ -678,7 +700,7 @@ class LIFT(Extractor):
         n = xy.shape[0]
         if n == 0:
             return torch.zeros(0, device=g.device), torch.zeros(0, 128, device=g.device)
-        sigma = sigma * self.config.support_scale  # crops of 12 sigma x support_scale
+        sigma = sigma * self.support_scale  # crops of 12 sigma x support_scale
         octaves = int(math.floor(math.log2(max(float(sigma.detach().max()) * SUPPORT / PATCH_SIZE, 1.0)))) + 1
         pyr = self.image_pyramid(g, octaves)
         bs = self.config.batch_size
