@@ -9,7 +9,7 @@ import torch
 
 import featmatch
 from featmatch.errors import UsageError, WeightsError
-from featmatch.models.lift import (LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
+from featmatch.models.lift import (CROP_SCALE, LIFT, LIFTConfig, LIFTDescriptor, LIFTDetector, LIFTNet, LIFTOrientation,
                                    SubtractiveNorm, crop_patch, gather_mapped, ghh, patch_to_det_coords,
                                    sample_mapped, scale_space_nms)
 from featmatch.ops.softargmax import soft_max_score, softargmax2d
@@ -620,13 +620,14 @@ def test_trained_orientation_is_equivariant_on_rotated_patches():
                            for y in (20, 140, 260) for x in (20, 140, 260)])[:, None]
     rotated = torch.rot90(patches, 1, dims=(-2, -1))  # -90 deg in (x right, y down)
     zero = torch.zeros(len(patches), 2)
+    k = CROP_SCALE * model.support_scale  # the crops the shipped ORI / DESC were trained on
     with torch.no_grad():
-        t0 = model.net.orientation(crop_patch(patches, zero))
-        t1 = model.net.orientation(crop_patch(rotated, zero))
+        t0 = model.net.orientation(crop_patch(patches, zero, scale=k))
+        t1 = model.net.orientation(crop_patch(rotated, zero, scale=k))
     err = torch.remainder(t1 - t0 + math.pi / 2 + math.pi, 2 * math.pi) - math.pi
     assert err.abs().median() < math.radians(20), err
     with torch.no_grad():
-        a = crop_patch(patches, zero, t0)
-        b = crop_patch(rotated, zero, t1)
-        rnd = crop_patch(rotated, zero, t1 + 1.0)
+        a = crop_patch(patches, zero, t0, scale=k)
+        b = crop_patch(rotated, zero, t1, scale=k)
+        rnd = crop_patch(rotated, zero, t1 + 1.0, scale=k)
     assert (a - b).abs().mean() < 0.75 * (a - rnd).abs().mean()

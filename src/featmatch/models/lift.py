@@ -422,8 +422,8 @@ class LIFTConfig:
 
     top_k: int = 1000  # keep the best k keypoints (by detector score); 0: all
     # NMS: the authors' runtime. SIFT's 3x3x3 neighbourhood (scales_per_octave=3, nms_radius=1,
-    # scale_nms_levels=1) with support_scale=1.4 raises repeatability and matching score but not
-    # homography / pose accuracy (docs/lift.md, "Runtime NMS")
+    # scale_nms_levels=1) raises repeatability and matching score but not homography / pose
+    # accuracy (docs/lift.md, "Runtime NMS")
     scales_per_octave: int = 5  # detector pyramid: 2^(1/5) between levels
     min_log2_scale: Optional[float] = None  # smallest sigma = 2^this; None: 0 if min side <= 1600 else 1
     max_log2_scale: float = 4.0  # largest sigma = 2^this (16)
@@ -744,7 +744,7 @@ _PAPER = "Yi, Trulls, Lepetit, Fua, LIFT: Learned Invariant Feature Transform, E
 #: featmatch's trained ``lift`` checkpoint, shipped inside the package (float16)
 LIFT_WEIGHTS = WeightSpec(
     filename="lift.pt",
-    sha256="a9fa0e02458ce7423aa90be53ea5b6b2d2eb146c39517cf2d11159c33bec2df9",
+    sha256="106ffc7637ee1fddfdd74d0f50164ba7edb91bd6b4f50473d235b7ce62205aed",
     installed=(("featmatch", "weights/lift.pt"),),
     license="Apache-2.0",
 )
@@ -756,14 +756,14 @@ register(
         summary="LIFT: learned detector (scale-space pyramid + NMS), orientation and 128-d descriptor; MNN (L2)",
         paper=_PAPER, code_license="Apache-2.0", weights=LIFT_WEIGHTS, weights_origin="featmatch",
         input="RGB or grey float [0, 1], any size (converted to grey)",
-        notes=("trained by featmatch on CPU (three sessions, ~145 min of one thread in all) on 24,000 quadruplets "
-               "from synthetic warps of 2,245 photos: DESC 2,450 x 32-64 pairs with the paper's mined pairs, then "
-               "1,000 x 128 with in-batch hardest negatives (--negatives batch); ORI 400 + 1,550 x 32 (orientation "
-               "error 9.1 deg), DET = featmatch's DoG warm start (the detector stage's training did not beat it on "
-               "validation); MNN + ratio 0.8 like sift. Runtime of 2026-12-04 (float32 score maps, bilinear "
-               "scale neighbours in the sub-pixel fit, bf16 ORI / DESC on bf16 CPUs): homography MHA@3 40.0 "
-               "(SIFT 42.9), pose AUC@10 77.1 (SIFT 80.7), repeatability 0.380 (SIFT 0.365), matching score "
-               "0.139 (SIFT 0.180): docs/lift.md. "
+        notes=("trained by featmatch on CPU (four sessions, ~190 min of one thread in all) on quadruplets from "
+               "synthetic warps of 2,245 photos: DESC 2,450 x 32-64 pairs with the paper's mined pairs, 1,000 x 128 "
+               "with in-batch hardest negatives (--negatives batch), then 2,000 x 128 at a wider support "
+               "(--support-scale 1.4, 96,000 quadruplets); ORI 400 + 1,550 x 32, then 1,000 x 32 at support 1.4 "
+               "(orientation error 7.4 deg); DET = featmatch's DoG warm start (the detector stage's training did "
+               "not beat it on validation); ORI / DESC crops of 12 x 1.4 sigma (recorded in the file); MNN + ratio "
+               "0.8 like sift. Fourth checkpoint, 2026-12-04 (Zen 5, bf16 ORI / DESC): homography MHA@3 40.0 "
+               "(SIFT 42.9), pose AUC@10 79.0 (float32 77.5; SIFT 80.7), matching score 0.158 (SIFT 0.180): docs/lift.md. "
                "descriptor_weights=PATH loads the authors' Theano descriptor"),
         missing_weights="featmatch's LIFT checkpoint (weights/lift.pt) is not installed; pass weights=PATH "
                         "(a `featmatch train lift` run's model.pt) or pretrained=False"),
