@@ -21,6 +21,10 @@ part on quadruplets of 128x128 patches (:mod:`featmatch.data.lift_patches`), the
    (pre-training), then the descriptor distance through Crop -> ORI -> Rot -> DESC (ORI and
    DESC fixed).
 
+``--support-scale S`` (featmatch's option; the paper: 1) widens the ORI / DESC crops of every
+stage to 12 sigma x S of the patch (the shipped checkpoint: 1.4; ``scripts/export_lift.py``
+records S in the weight file and the runtime uses it).
+
 Validation on held-out quadruplets: ``auc`` (ROC area of positive vs negative descriptor
 distances), ``fpr95``; for ``ori`` also the relative-orientation error; for ``det`` the
 classification accuracy and the crops' IoU. ``neg_dist`` = minus the mean positive
@@ -63,8 +67,8 @@ class LIFTRecipeConfig:
     gamma: float = 1.0  # det: weight of the classification loss
     negatives: str = "pairs"  # desc: "pairs" (the paper's P1-P3 pairs, mined) | "batch" (hardest in the batch)
     val_quads: int = 400  # held-out quadruplets per validation
-    #: ORI / DESC crops cover 12 sigma x this (the paper: 1); train with the ``support_scale``
-    #: the runtime will use (``featmatch.load("lift", support_scale=...)``)
+    #: ORI / DESC crops cover 12 sigma x this (the paper: 1); the runtime reads it from the
+    #: exported weight file (``LIFTConfig.support_scale=None``)
     support_scale: float = 1.0
 
 
@@ -254,8 +258,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'batch' = each patch's hardest negative among the whole batch (featmatch's option; "
                         "--pairs-per-step quadruplets per step, all back-propagated)")
     g.add_argument("--support-scale", type=float, default=1.0,
-                   help="lift: ORI / DESC crops cover 12 sigma x this (the paper: 1); use the same "
-                        "support_scale at runtime (featmatch.load('lift', support_scale=...))")
+                   help="lift: ORI / DESC crops cover 12 sigma x this, 0.25 to 2 (the paper: 1); "
+                        "scripts/export_lift.py records it in the weight file, which featmatch.load('lift') "
+                        "then uses")
     g.add_argument("--val-quads", type=int, default=400,
                    help="lift: held-out quadruplets per validation (nn_acc ranks each P1 among 2x this many)")
     g.add_argument("--det-init", choices=("dog", "keep"), default="dog",
@@ -345,7 +350,8 @@ def build_run(args: argparse.Namespace):
     meta = {"method": "lift", "stage": args.stage, "patches": ",".join(Path(f).name for f in sets),
             "train_quadruplets": train.size,
             "val_quadruplets": val.size, "start": Path(args.start).name if args.start else None,
-            "pairs_per_step": pairs, "support_scale": recipe.config.support_scale, "negatives": negatives if args.stage == "desc" else None,
+            "pairs_per_step": pairs, "support_scale": recipe.config.support_scale,
+            "negatives": negatives if args.stage == "desc" else None,
             "pretrain_steps": pre if args.stage in ("ori", "det") else None,
             "det_init": getattr(args, "det_init", None) if args.stage == "det" else None}
     return Trainer(net, recipe, train, args.out, cfg, extra_state=meta)
