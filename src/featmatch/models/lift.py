@@ -69,6 +69,8 @@ DESC_MEAN, DESC_STD = 110.7539, 61.5369
 #: weight-file entry (0-d tensor) with the support scale ORI / DESC were trained at
 #: (``featmatch train lift --support-scale``); absent: 1.0
 SUPPORT_KEY = "support_scale"
+#: accepted support scales (config option and weight-file entry alike)
+SUPPORT_RANGE = (0.25, 4.0)
 
 
 def ghh(x: torch.Tensor, n: int = 4, m: int = 4) -> torch.Tensor:
@@ -473,8 +475,9 @@ class LIFT(Extractor):
             raise UsageError(f"nms_radius must be an integer >= 1, got {c.nms_radius!r}")
         if not (is_int(c.scale_nms_levels) and c.scale_nms_levels >= 0):
             raise UsageError(f"scale_nms_levels must be an integer >= 0, got {c.scale_nms_levels!r}")
-        if c.support_scale is not None and not (is_number(c.support_scale) and 0.25 <= c.support_scale <= 4):
-            raise UsageError(f"support_scale must be None or a number from 0.25 to 4, got {c.support_scale!r}")
+        lo, hi = SUPPORT_RANGE
+        if c.support_scale is not None and not (is_number(c.support_scale) and lo <= c.support_scale <= hi):
+            raise UsageError(f"support_scale must be None or a number from {lo:g} to {hi:g}, got {c.support_scale!r}")
         if not (is_int(c.batch_size) and c.batch_size >= 1):
             raise UsageError(f"batch_size must be a positive integer, got {c.batch_size!r}")
         self.net = LIFTNet()
@@ -499,8 +502,9 @@ class LIFT(Extractor):
         trained = state.pop(SUPPORT_KEY, None)
         if trained is not None:
             trained = round(float(torch.as_tensor(trained).float()), 6)  # stored as float32
-            if not 0.25 <= trained <= 4:
-                raise WeightsError(f"weights {source}: '{SUPPORT_KEY}' is {trained}, expected 0.25 to 4")
+            lo, hi = SUPPORT_RANGE
+            if not lo <= trained <= hi:
+                raise WeightsError(f"weights {source}: '{SUPPORT_KEY}' is {trained}, expected {lo:g} to {hi:g}")
         super().load_weights(state, source)
         self.trained_support_scale = trained if trained is not None else 1.0
         if self.config.descriptor_weights:  # the authors' descriptor replaces the loaded one
