@@ -135,6 +135,63 @@ def test_photometric_effects():
     assert r1.uniform() == r2.uniform()
 
 
+def test_appearance_options_colour_cast_and_shading():
+    flat = np.full((48, 64, 3), 128, np.uint8)
+    base = 128 / 255
+    cfg = SyntheticConfig(**NO_PHOTO, colour_cast=0.3)
+    seen = set()
+    for s in range(40):
+        out, p = photometric(flat, np.random.default_rng(s), cfg)
+        g = np.array(p["colour_gains"])
+        assert np.all(np.abs(g - 1) <= 0.3) and p["shade"] == 0.0
+        assert np.allclose(out, np.clip(base * g, 0, 1)[None, None], atol=1e-6)  # one gain per channel
+        seen.add(tuple(np.round(g, 3)))
+    assert len(seen) == 40  # drawn per image
+    cfg = SyntheticConfig(**NO_PHOTO, shade_prob=1.0, shade_strength=0.8)
+    for s in range(40):
+        out, p = photometric(flat, np.random.default_rng(s), cfg)
+        assert -0.4 <= p["shade"] <= 0.8 and p["colour_gains"] == (1.0, 1.0, 1.0)
+        ratio = out[..., 0] / base
+        assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[..., 1], out[..., 2])  # grey stays grey
+        # a soft patch: the factor 1 - a * mask spans [1 - a, 1] (mask in [0, 1]), untouched somewhere or reaching it
+        lo, hi = sorted((1.0, 1 - p["shade"]))
+        assert lo - 1e-5 <= ratio.min() and ratio.max() <= hi + 1e-5
+        if abs(p["shade"]) > 0.2:
+            assert ratio.max() - ratio.min() > 0.05, p
+    # shade_prob 0.5: about half the images
+    n = sum(photometric(flat, np.random.default_rng(s), SyntheticConfig(**NO_PHOTO, shade_prob=0.5))[1]["shade"] != 0
+            for s in range(100))
+    assert 30 < n < 70
+    # off (the defaults) draws nothing extra: older runs' pairs are unchanged
+    img = textured(32, 32)
+    r1, r2 = np.random.default_rng(7), np.random.default_rng(7)
+    photometric(img, r1, SyntheticConfig())
+    photometric(img, r2, SyntheticConfig(colour_cast=0.0, shade_prob=0.0, shade_strength=0.3))
+    assert r1.uniform() == r2.uniform()
+
+
+def test_appearance_presets_and_the_cli_option(tree, tmp_path):
+    from featmatch.data.synthetic import APPEARANCE_PRESETS, appearance_preset
+
+    assert appearance_preset("standard") == {}
+    strong = appearance_preset("strong")
+    assert strong["colour_cast"] > 0 and strong["shade_prob"] > 0
+    assert set(strong) <= set(SyntheticConfig.__dataclass_fields__)
+    with pytest.raises(UsageError, match="appearance"):
+        appearance_preset("vivid")
+    assert set(APPEARANCE_PRESETS) == {"standard", "strong"}
+    from featmatch.train.cli import _datasets
+
+    args = argparse.Namespace(images=str(tree), out=str(tmp_path / "run"), resume=False, val_split="0.2",
+                              split_seed=0, rotation=25.0, jpeg=0.0, scale="0.75,1.3", perspective=0.12,
+                              val_pairs=4, pairs=None, seed=0, init="scratch", batch_size=2, appearance="strong")
+    train, val, meta = _datasets(args, (64, 64))
+    assert meta["appearance"] == "strong"
+    assert train.config.colour_cast == strong["colour_cast"] and val.config.shade_prob == strong["shade_prob"]
+    train, _, meta = _datasets(argparse.Namespace(**{**vars(args), "appearance": "standard"}), (64, 64))
+    assert meta["appearance"] == "standard" and train.config.colour_cast == 0 and train.config.shade_prob == 0
+
+
 def test_rotation_ground_truth_is_consistent_up_to_180_degrees(tree):
     cfg = SyntheticConfig(size=(96, 96), seed=2, max_rotation_deg=180.0, scale_range=(1.0, 1.0),
                           max_translation=0.0, perspective=0.0, crop_scale=(0.6, 0.6), **NO_PHOTO)
@@ -264,7 +321,7 @@ def test_resume_with_other_data_options_is_refused(tree, tmp_path):
     assert first.returncode == 0, first.stderr
     before = (run / "last.pt").read_bytes()
     cmd[cmd.index("--steps") + 1] = "8"
-    for flag, value in (("--rotation", "45"), ("--scale", "0.5,2"), ("--size", "96x64")):
+    for flag, value in (("--rotation", "45"), ("--scale", "0.5,2"), ("--size", "96x64"), ("--appearance", "strong")):
         # argparse keeps the last value of a repeated option
         res = subprocess.run(cmd + [flag, value, "--resume"], capture_output=True, text=True, env=env, timeout=300)
         assert res.returncode == 2 and "was started with" in res.stderr and "Traceback" not in res.stderr, res.stderr

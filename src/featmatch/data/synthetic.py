@@ -47,6 +47,9 @@ class SyntheticConfig:
     blur_sigma: tuple[float, float] = (0.4, 1.5)
     jpeg_prob: float = 0.0  # probability of a JPEG re-encoding (after noise); 0 draws nothing
     jpeg_quality: tuple[int, int] = (30, 95)  # JPEG quality range (inclusive)
+    colour_cast: float = 0.0  # per-channel gain 1 +/- this (illuminant colour); 0 draws nothing
+    shade_prob: float = 0.0  # probability of a soft shadow / light patch; 0 draws nothing
+    shade_strength: float = 0.8  # shading factor 1 - a * mask, a in [-strength / 2, strength]
     length: int = 1_000_000  # nominal dataset length (indices are unbounded in practice)
 
 
@@ -103,12 +106,48 @@ def random_homography(rng: np.random.Generator, size_wh: tuple[int, int], cfg: S
     return H / H[2, 2]
 
 
+APPEARANCE_PRESETS = {
+    # the defaults of SyntheticConfig (what every run before the option used)
+    "standard": {},
+    # illumination changes single photos otherwise never show: stronger tone changes, a colour
+    # cast (which changes the grey levels of differently coloured surfaces relative to each
+    # other) and soft shadows / light patches (SuperPoint's "additive shade", as a multiplicative
+    # shading here); see docs/training.md
+    "strong": {"contrast": 0.5, "brightness": 0.3, "gamma": (0.5, 2.0), "colour_cast": 0.3,
+               "shade_prob": 0.5, "shade_strength": 0.8},
+}
+
+
+def appearance_preset(name: str) -> dict:
+    """The :class:`SyntheticConfig` fields of an appearance preset (``standard``, ``strong``)."""
+    if name not in APPEARANCE_PRESETS:
+        raise UsageError(f"unknown appearance preset '{name}'; use one of {', '.join(APPEARANCE_PRESETS)}")
+    return dict(APPEARANCE_PRESETS[name])
+
+
+def _shade_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A soft mask in [0, 1]: 1-4 random filled ellipses, blurred by a random wide Gaussian."""
+    import cv2
+
+    m = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(1, 5))):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (max(1, int(rng.uniform(0.1, 0.5) * w)), max(1, int(rng.uniform(0.1, 0.5) * h)))
+        cv2.ellipse(m, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    sigma = rng.uniform(0.02, 0.1) * max(h, w)
+    return cv2.GaussianBlur(m, (0, 0), sigma)
+
+
 def photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, dict]:
-    """Random contrast, brightness, gamma, blur, noise and JPEG re-encoding, in this order.
+    """Random contrast, brightness, gamma, colour cast, shading, blur, noise and JPEG
+    re-encoding, in this order.
 
     Contrast scales around the image mean by ``1 + U(-contrast, contrast)``, brightness adds
-    ``U(-brightness, brightness)``, then the clipped image is raised to ``U(*gamma)``; with
-    probability ``blur_prob`` a Gaussian blur of sigma ``U(*blur_sigma)``; Gaussian noise of
+    ``U(-brightness, brightness)``, then the clipped image is raised to ``U(*gamma)``; if
+    ``colour_cast`` > 0 each channel is multiplied by ``1 + U(-colour_cast, colour_cast)``;
+    with probability ``shade_prob`` the image is multiplied by ``1 - a * mask`` (a soft mask of
+    blurred ellipses, ``a = U(-shade_strength / 2, shade_strength)``: shadows and light
+    patches); with probability ``blur_prob`` a Gaussian blur of sigma ``U(*blur_sigma)``; Gaussian noise of
     std ``U(0, noise_std)``; with probability ``jpeg_prob`` a JPEG round trip at quality
     ``randint(*jpeg_quality)``. The parameters drawn are returned too (for tests and logs).
 
@@ -127,6 +166,17 @@ def photometric(img: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig)
     lut = np.arange(256, dtype=np.float32) / 255.0
     lut = np.clip((lut - mean) * p["contrast"] + mean + p["brightness"], 0, 1) ** p["gamma"]
     x = lut.astype(np.float32)[img]
+    # the options below draw nothing when off, so the pairs of runs made before them are unchanged
+    p["colour_gains"] = (1.0, 1.0, 1.0)
+    if cfg.colour_cast > 0:
+        gains = 1 + rng.uniform(-cfg.colour_cast, cfg.colour_cast, 3)
+        p["colour_gains"] = tuple(float(g) for g in gains)
+        x = np.clip(x * gains.astype(np.float32), 0, 1)
+    p["shade"] = 0.0
+    if cfg.shade_prob > 0 and rng.uniform() < cfg.shade_prob:
+        p["shade"] = rng.uniform(-cfg.shade_strength / 2, cfg.shade_strength)
+        mask = _shade_mask(rng, x.shape[0], x.shape[1])
+        x = np.clip(x * (1 - p["shade"] * mask)[..., None], 0, 1)
     p["blur_sigma"] = 0.0
     if rng.uniform() < cfg.blur_prob:
         p["blur_sigma"] = rng.uniform(*cfg.blur_sigma)

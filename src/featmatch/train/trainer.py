@@ -44,7 +44,7 @@ from ..io import atomic_path
 log = logging.getLogger(__name__)
 
 #: run metadata (``extra_state``) that decides the training data (or crops): a resumed run must match
-DATA_KEYS = ("size", "rotation", "jpeg", "scale", "perspective", "val_split", "split_seed", "pairs", "support_scale")
+DATA_KEYS = ("size", "rotation", "jpeg", "scale", "perspective", "val_split", "split_seed", "pairs", "support_scale", "appearance")
 
 
 @dataclass(frozen=True)
