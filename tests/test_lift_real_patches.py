@@ -173,7 +173,8 @@ def test_train_lift_next_stage_starts_from_the_previous_model(tmp_path, capsys):
               "--pairs-per-step must be at least 2 with --negatives batch"),
              (["--stage", "desc", "--pairs-per-step", "0"], "--pairs-per-step must be at least 1, got 0"),
              (["--stage", "ori", "--start", str(tmp_path / "none.pt")], "weights file not found"),
-             (["--stage", "ori", "--start", str(tmp_path / "a.png")], "a.png")]
+             (["--stage", "ori", "--start", str(tmp_path / "a.png")], "a.png"),
+             (["--stage", "desc", "--appearance", "strong"], "--appearance applies to the synthetic pairs")]
     for extra, message in cases:
         out = tmp_path / f"bad{len(extra)}{extra[-1][-5:]}"
         assert main(base + extra + ["--out", str(out)]) != 0

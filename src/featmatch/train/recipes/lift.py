@@ -281,6 +281,9 @@ def build_run(args: argparse.Namespace):
 
     if args.stage is None:
         raise UsageError("featmatch train lift needs --stage desc|ori|det")
+    if getattr(args, "appearance", "standard") != "standard":
+        raise UsageError("--appearance applies to the synthetic pairs of xfeat / loftr / drcnet training; "
+                         "lift trains on patch sets (featmatch.data.lift_patches): leave it out")
     src = Path(args.images)
     sets = str(args.images).split(",")  # one or more patch sets (.npz)
     out = Path(args.out)
