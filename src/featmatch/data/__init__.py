@@ -2,7 +2,7 @@
 
 from .depth_pairs import DepthPairs
 from .split import read_split, split_files, write_split
-from .synthetic import SyntheticConfig, SyntheticPairs, list_images, photometric, random_homography, worker_init
+from .synthetic import SyntheticConfig, SyntheticPairs, appearance_preset, list_images, photometric, random_homography, worker_init
 
 __all__ = ["SyntheticConfig", "SyntheticPairs", "DepthPairs", "list_images", "random_homography", "photometric",
-           "worker_init", "split_files", "write_split", "read_split"]
+           "worker_init", "appearance_preset", "split_files", "write_split", "read_split"]

@@ -82,7 +82,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                    help="isotropic scale range MIN,MAX of image 1 w.r.t. image 0 (log-uniform)")
     p.add_argument("--perspective", type=float, default=0.12,
                    help="perspective corner jitter, fraction of the image size (+/-, < 0.5)")
-    p.add_argument("--appearance", choices=("standard", "strong"), default="standard",
+    from ..data.synthetic import APPEARANCE_PRESETS
+
+    p.add_argument("--appearance", choices=tuple(APPEARANCE_PRESETS), default="standard",
                    help="photometric augmentation preset: standard (contrast, brightness, gamma, blur, noise) or "
                         "strong (wider tone changes, colour casts, soft shadows; docs/training.md)")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the training process (default: torch's)")
@@ -132,8 +134,7 @@ def _check_start(args: argparse.Namespace) -> None:
 def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     """Training pairs (synthetic, optionally mixed with depth pairs) and held-out synthetic
     pairs from a fixed split of the photos by file (RUN/split.json, reused on --resume)."""
-    from ..data import SyntheticConfig, SyntheticPairs, list_images, read_split, split_files, write_split
-    from ..data.synthetic import appearance_preset
+    from ..data import SyntheticConfig, SyntheticPairs, appearance_preset, list_images, read_split, split_files, write_split
     from ..data.depth_pairs import DepthPairs
     from ..data.split import SPLIT_FILE, parse_val_split
 
@@ -155,8 +156,9 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     else:
         train_files, val_files = split_files(list_images(root), root, rule, args.split_seed)
         write_split(split_path, root, train_files, val_files, rule, args.split_seed)
+    appearance = getattr(args, "appearance", "standard")
     aug = {"max_rotation_deg": float(args.rotation), "jpeg_prob": float(args.jpeg), "scale_range": scale,
-           "perspective": float(args.perspective), **appearance_preset(getattr(args, "appearance", "standard"))}
+           "perspective": float(args.perspective), **appearance_preset(appearance)}
     train = SyntheticPairs(train_files, SyntheticConfig(size=size, seed=args.seed, **aug))
     val = SyntheticPairs(val_files, SyntheticConfig(size=size, seed=args.seed + 1_000_003, **aug))
     if args.pairs:
@@ -164,7 +166,7 @@ def _datasets(args: argparse.Namespace, size: tuple[int, int]):
     meta = {"images": str(root.name), "train_images": len(train_files), "val_images": len(val_files),
             "val_split": rule, "split_seed": args.split_seed, "rotation": float(args.rotation), "jpeg": float(args.jpeg),
             "scale": list(scale), "perspective": float(args.perspective),
-            "appearance": getattr(args, "appearance", "standard"),
+            "appearance": appearance,
             "size": list(size), "init": args.init, "pairs": bool(args.pairs)}
     return train, val, meta
 
