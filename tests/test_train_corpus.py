@@ -330,6 +330,31 @@ def test_resume_with_other_data_options_is_refused(tree, tmp_path):
     assert same.returncode == 0, same.stderr
 
 
+def test_resume_of_a_run_older_than_an_option_compares_the_old_default(tree, tmp_path):
+    """A run started before --appearance / --scale existed stored neither; it used what are now
+    the defaults, so resuming it with another value is refused too."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "old"
+    cmd = [c for c in _train_cmd(tree, run, 3) if c not in ("--amp", "--channels-last")]
+    cmd[cmd.index("--rotation") + 1] = "25"
+    cmd[cmd.index("--jpeg") + 1] = "0"
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    ck = torch.load(run / "last.pt", weights_only=False)
+    for key in ("appearance", "scale", "perspective", "rotation", "jpeg"):
+        del ck["extra"][key]
+    torch.save(ck, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    cmd[cmd.index("--steps") + 1] = "5"
+    for flag, value in (("--appearance", "strong"), ("--scale", "0.5,2"), ("--perspective", "0.2"),
+                        ("--rotation", "90"), ("--jpeg", "0.5")):
+        res = subprocess.run(cmd + [flag, value, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 2 and "was started with" in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert (run / "last.pt").read_bytes() == before
+    same = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert same.returncode == 0, same.stderr
+
+
 def test_amp_scope_model_or_whole_loss(tmp_path):
     from featmatch.train.trainer import TrainConfig, Trainer
 

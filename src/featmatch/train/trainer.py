@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: run metadata (``extra_state``) that decides the training data (or crops): a resumed run must match
 DATA_KEYS = ("size", "rotation", "jpeg", "scale", "perspective", "val_split", "split_seed", "pairs", "support_scale", "appearance")
+#: what runs started before an option existed used (and so did not store): compared on --resume
+#: like a stored value (the synthetic pairs' defaults before --rotation / --jpeg, --scale /
+#: --perspective and --appearance were added)
+LEGACY_DATA = {"rotation": 25.0, "jpeg": 0.0, "scale": [0.75, 1.3], "perspective": 0.12, "appearance": "standard"}
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,11 @@ class Trainer:
         if ck.get("recipe") != self.recipe.name:
             raise FeatmatchError(f"checkpoint {self.ckpt_path} belongs to recipe '{ck.get('recipe')}', not '{self.recipe.name}'")
         stored = ck.get("extra") or {}
-        for key in DATA_KEYS:  # keys a run started before they existed are not compared
-            if key in stored and key in self.extra_state and stored[key] != self.extra_state[key]:
-                raise UsageError(f"--resume: {self.out} was started with {key}={stored[key]!r}, not "
+        for key in DATA_KEYS:
+            # a key a run started before it existed: the legacy value if known, else not compared
+            was = stored.get(key, LEGACY_DATA.get(key))
+            if was is not None and key in self.extra_state and was != self.extra_state[key]:
+                raise UsageError(f"--resume: {self.out} was started with {key}={was!r}, not "
                                  f"{self.extra_state[key]!r}; resume with the run's original options")
         self.model.load_state_dict(ck["model"], strict=True)
         self.opt.load_state_dict(ck["optimizer"])
