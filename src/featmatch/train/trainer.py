@@ -256,9 +256,13 @@ class Trainer:
             raise FeatmatchError(f"checkpoint {self.ckpt_path} belongs to recipe '{ck.get('recipe')}', not '{self.recipe.name}'")
         stored = ck.get("extra") or {}
         for key in DATA_KEYS:
-            # a key a run started before it existed: the legacy value if known, else not compared
-            was = stored.get(key, LEGACY_DATA.get(key))
-            if was is not None and key in self.extra_state and was != self.extra_state[key]:
+            if key in stored:
+                was = stored[key]
+            elif key in LEGACY_DATA:  # a run started before the option existed
+                was = LEGACY_DATA[key]
+            else:
+                continue
+            if key in self.extra_state and was != self.extra_state[key]:
                 raise UsageError(f"--resume: {self.out} was started with {key}={was!r}, not "
                                  f"{self.extra_state[key]!r}; resume with the run's original options")
         self.model.load_state_dict(ck["model"], strict=True)
