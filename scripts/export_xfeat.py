@@ -16,17 +16,16 @@ from pathlib import Path
 
 import torch
 
+import featmatch
 from featmatch import hub
 from featmatch.io import atomic_path
-from featmatch.models.xfeat import XFeat
-from featmatch.registry import make_config
 
 
 def export(weights: str | Path, out: str | Path) -> str:
     """Write ``weights`` (an XFeat state dict) to ``out`` in float16; returns its sha256."""
-    state = hub.read_state_dict(weights)  # unwraps the "model" entry of a run's last.pt
-    model = XFeat(make_config("xfeat"))
-    model.load_state_dict(model.remap_state_dict(state), strict=True)
+    # featmatch.load reads the file strictly (one-line WeightsError if it is not XFeat's) and
+    # unwraps the "model" entry of a run's last.pt
+    model = featmatch.load("xfeat", weights=weights)
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.net.state_dict().items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +39,10 @@ def main() -> None:
     ap.add_argument("weights", help="model.pt (or best.pt / last.pt) of a `featmatch train xfeat` run")
     ap.add_argument("--out", required=True, help="the float16 file to write")
     args = ap.parse_args()
-    digest = export(args.weights, args.out)
+    try:
+        digest = export(args.weights, args.out)
+    except featmatch.FeatmatchError as e:
+        raise SystemExit(f"error: {e}") from None
     out = Path(args.out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) sha256 {digest}")
 
